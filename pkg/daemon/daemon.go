@@ -1,0 +1,300 @@
+// Package daemon is the agent's composition root: it builds every
+// subsystem from the configuration (state, audit log, verifier, command
+// pipeline, MQTT session, outbox publisher), runs them under one context,
+// and shuts them down in order: stop taking commands, let running ones
+// finish (grace), flush the outbox, publish the offline status, disconnect.
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mqagent/mqagent/pkg/audit"
+	"github.com/mqagent/mqagent/pkg/config"
+	"github.com/mqagent/mqagent/pkg/dispatch"
+	"github.com/mqagent/mqagent/pkg/handlers/ping"
+	"github.com/mqagent/mqagent/pkg/handlers/process"
+	"github.com/mqagent/mqagent/pkg/outbox"
+	"github.com/mqagent/mqagent/pkg/protocol"
+	"github.com/mqagent/mqagent/pkg/runner"
+	"github.com/mqagent/mqagent/pkg/security"
+	"github.com/mqagent/mqagent/pkg/state"
+	"github.com/mqagent/mqagent/pkg/transport"
+)
+
+// Options are what the agent runs with.
+type Options struct {
+	Config  *config.Config
+	Version string
+	Logger  *slog.Logger
+	// Reason is the offline reason published on a graceful stop; default
+	// "shutdown".
+	Reason func() string
+}
+
+// File names in the data directory.
+const (
+	StateFile         = "state.db"
+	AuditFile         = "audit.log"
+	SubscriptionsFile = "subscriptions.json"
+	ScriptDir         = "scripts"
+)
+
+// Run runs the agent until ctx ends, then stops it gracefully.
+func Run(ctx context.Context, o Options) (err error) {
+	cfg, log := o.Config, o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	started := time.Now()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	store, err := state.Open(filepath.Join(cfg.DataDir, StateFile), state.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer closeLogged(log, "state", store.Close)
+	auditLog, err := audit.Open(filepath.Join(cfg.DataDir, AuditFile))
+	if err != nil {
+		return err
+	}
+	defer closeLogged(log, "audit log", auditLog.Close)
+	stopReaper, err := runner.Init(log)
+	if err != nil {
+		log.Warn("process reaper not available", "err", err)
+	} else {
+		defer stopReaper()
+	}
+	verifier, err := newVerifier(cfg)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := tlsConfig(cfg, log)
+	if err != nil {
+		return err
+	}
+	topics := protocol.Topics{Prefix: cfg.TopicPrefix}
+	subs, unsub, saveSubs := subscriptions(cfg, topics, log)
+
+	limits := process.Limits{MaxOutput: cfg.Exec.MaxOutputBytes, ScriptDir: filepath.Join(cfg.DataDir, ScriptDir)}
+	disp := dispatch.New(dispatch.Options{
+		HostID: cfg.HostID, Groups: cfg.Groups, Facts: cfg.Facts, OS: runtime.GOOS, Topics: topics,
+		Verifier: verifier, Store: store, Audit: auditLog,
+		Handlers: map[string]dispatch.Handler{
+			protocol.KindPing:   ping.Handler{Version: o.Version, Started: started},
+			protocol.KindExec:   process.Exec{Limits: limits},
+			protocol.KindShell:  process.Shell{Limits: limits},
+			protocol.KindScript: process.Script{Limits: limits},
+		},
+		KillOrphan: func(raw json.RawMessage) (bool, error) {
+			var p runner.Proc
+			if err := json.Unmarshal(raw, &p); err != nil {
+				return false, err
+			}
+			return runner.KillOrphan(p)
+		},
+		MaxPayload:     cfg.Security.MaxPayloadBytes,
+		DefaultTTL:     time.Duration(cfg.Security.DefaultTTL),
+		MaxClockSkew:   time.Duration(cfg.Security.MaxClockSkew),
+		DefaultTimeout: time.Duration(cfg.Exec.DefaultTimeout),
+		MaxTimeout:     time.Duration(cfg.Exec.MaxTimeout),
+		MaxConcurrent:  cfg.Exec.MaxConcurrent,
+		MaxQueue:       cfg.Exec.MaxQueue,
+		Logger:         log.With("component", "dispatch"),
+	})
+
+	status := func(st, reason string, session uint64) []byte {
+		s := protocol.Status{V: protocol.Version, Host: cfg.HostID, State: st, Reason: reason, Session: session, TS: protocol.Now()}
+		if st == protocol.StatusOnline {
+			s.Version, s.OS, s.Arch, s.Groups, s.PID = o.Version, runtime.GOOS, runtime.GOARCH, cfg.Groups, os.Getpid()
+			s.StartedAt = &protocol.Time{Time: started.UTC()}
+		}
+		b, _ := json.Marshal(s)
+		return b
+	}
+	client, err := transport.New(transport.Options{
+		ClientID: cfg.HostID, URLs: cfg.Broker.URLs,
+		Username: cfg.Broker.Username, Password: cfg.Broker.Password, TLS: tlsCfg,
+		KeepAlive:      time.Duration(cfg.Broker.KeepAlive),
+		ConnectTimeout: time.Duration(cfg.Broker.ConnectTimeout),
+		WriteTimeout:   time.Duration(cfg.Broker.WriteTimeout),
+		ReconnectMin:   time.Duration(cfg.Broker.ReconnectMin),
+		ReconnectMax:   time.Duration(cfg.Broker.ReconnectMax),
+		Subscriptions:  subs, Unsubscribe: unsub,
+		NextSession: store.NextSession,
+		WillTopic:   topics.Status(cfg.HostID),
+		Will:        func(s uint64) []byte { return status(protocol.StatusOffline, protocol.ReasonLost, s) },
+		Birth:       func(s uint64) []byte { return status(protocol.StatusOnline, "", s) },
+		OnMessage:   disp.Submit,
+		OnConnect: func(_ context.Context, first bool) {
+			if first {
+				saveSubs()
+			}
+		},
+		Logger: log.With("component", "transport"),
+	})
+	if err != nil {
+		return err
+	}
+	pub := &outbox.Publisher{Store: store, Client: client, Timeout: time.Duration(cfg.Broker.WriteTimeout), Logger: log.With("component", "outbox")}
+
+	log.Info("agent starting", "version", o.Version, "host", cfg.HostID, "brokers", redactURLs(cfg.Broker.URLs),
+		"groups", cfg.Groups, "data_dir", cfg.DataDir, "require_signed", cfg.RequireSigned(), "dev", cfg.Dev)
+
+	// The session and the publisher outlive the pipeline, so that final
+	// results and the offline status still go out while stopping.
+	netCtx, stopNet := context.WithCancel(context.Background())
+	defer stopNet()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := client.Run(netCtx); err != nil {
+			log.Error("transport stopped", "err", err)
+		}
+	})
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	wg.Go(func() { pub.Run(pubCtx) })
+
+	runErr := disp.Run(ctx, time.Duration(cfg.Exec.GracePeriod))
+
+	// Graceful stop: the pipeline is done; flush what it produced.
+	stopPub()
+	reason := protocol.ReasonShutdown
+	if o.Reason != nil {
+		if r := o.Reason(); r != "" {
+			reason = r
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	if st := client.State(); st.Connected {
+		n := pub.Drain(deadline)
+		pctx, cancel := context.WithDeadline(context.Background(), deadline.Add(2*time.Second))
+		err := client.PublishWait(pctx, topics.Status(cfg.HostID), 1, true, status(protocol.StatusOffline, reason, st.Session))
+		cancel()
+		if err != nil {
+			log.Warn("offline status not published", "err", err)
+		}
+		log.Info("agent stopped", "reason", reason, "outbox_sent", n, "outbox_left", store.OutboxLen())
+	} else {
+		log.Info("agent stopped while disconnected", "reason", reason, "outbox_left", store.OutboxLen())
+	}
+	client.Disconnect()
+	stopNet()
+	wg.Wait()
+	if syncErr := auditLog.Sync(); syncErr != nil {
+		log.Warn("audit log sync failed", "err", syncErr)
+	}
+	return runErr
+}
+
+func closeLogged(log *slog.Logger, what string, fn func() error) {
+	if err := fn(); err != nil {
+		log.Error("close failed", "what", what, "err", err)
+	}
+}
+
+func newVerifier(cfg *config.Config) (*security.Verifier, error) {
+	p := security.Policy{AllowedKinds: cfg.Security.AllowedKinds, RequireSigned: cfg.RequireSigned()}
+	for i, k := range cfg.Security.TrustedKeys {
+		pub, err := config.ParseKey(k.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("security.trusted_keys[%d].public_key: %w", i, err)
+		}
+		p.Keys = append(p.Keys, security.Key{ID: k.ID, Public: pub, Kinds: k.Kinds})
+	}
+	return security.New(p)
+}
+
+func tlsConfig(cfg *config.Config, log *slog.Logger) (*tls.Config, error) {
+	t := cfg.Broker.TLS
+	if t == (config.TLS{}) {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+	if t.InsecureSkipVerify {
+		log.Warn("TLS SERVER VERIFICATION IS OFF (broker.tls.insecure_skip_verify): any broker, or anyone in between, can impersonate yours and send this host commands")
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker.tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("broker.tls.ca_file: no PEM certificate in %s", t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker.tls.cert_file/key_file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// subscriptions returns the command topics of this host and the topics of
+// groups it had before but no longer has (to unsubscribe from its
+// persistent session); it records the new set in the data directory.
+func subscriptions(cfg *config.Config, topics protocol.Topics, log *slog.Logger) (subs, stale []string, save func()) {
+	subs = []string{topics.HostCmd(cfg.HostID), topics.AllCmd()}
+	for _, g := range cfg.Groups {
+		subs = append(subs, topics.GroupCmd(g))
+	}
+	path := filepath.Join(cfg.DataDir, SubscriptionsFile)
+	var old []string
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &old); err != nil {
+			log.Warn("ignoring unreadable subscriptions file", "path", path, "err", err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		log.Warn("cannot read subscriptions file", "path", path, "err", err)
+	}
+	for _, t := range old {
+		if !slices.Contains(subs, t) {
+			stale = append(stale, t)
+		}
+	}
+	save = func() {
+		b, _ := json.Marshal(subs)
+		tmp := path + ".tmp"
+		err := os.WriteFile(tmp, b, 0o600)
+		if err == nil {
+			err = os.Rename(tmp, path)
+		}
+		if err != nil {
+			log.Warn("cannot record subscriptions", "err", err)
+		}
+	}
+	return subs, stale, save
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return u.Redacted()
+}
+
+func redactURLs(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = redactURL(u)
+	}
+	return out
+}
