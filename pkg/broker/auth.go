@@ -27,7 +27,8 @@ type Authorizer interface {
 	// Allow reports whether the client may publish to topic (write true),
 	// or subscribe to the filter topic and receive messages published to
 	// topic (write false). A refused subscription gets SUBACK 0x80; a
-	// refused MQTT 3.1.1 publish disconnects the client; a refused
+	// refused QoS 0 publish is dropped and a refused QoS 1/2 publish from
+	// an MQTT 3.1.1 client disconnects it (mochi's behaviour); a refused
 	// delivery is skipped.
 	Allow(c ClientInfo, topic string, write bool) bool
 }

@@ -22,7 +22,9 @@
 //     ids of queued messages (mochi's collapses them all into one after a
 //     restart) and does not put a disk write on the publish path.
 //
-// Every drop the broker makes is logged at Warn; none is silent.
+// A QoS 1 or 2 message dropped for lack of room (MaxQueuedPerClient,
+// MaxPendingWrites) is logged at Warn and counted in Stats; an expired
+// session's queue is logged at Info.
 package broker
 
 import (
@@ -137,7 +139,8 @@ type Stats struct {
 // a Broker runs once: after Close (or a failed Start) make a new one.
 type Broker struct {
 	opts           Options
-	log            *slog.Logger
+	log            *slog.Logger // silenced by logGate once closed
+	logGate        logGate
 	connectTimeout time.Duration
 	lockTimeout    time.Duration
 
@@ -162,16 +165,17 @@ func New(opts Options) (*Broker, error) {
 	if err := opts.normalize(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	h := slog.DiscardHandler
+	if opts.Logger != nil {
+		h = opts.Logger.Handler()
 	}
-	return &Broker{
+	b := &Broker{
 		opts:           opts,
-		log:            log,
 		connectTimeout: defaultConnectTimeout,
 		lockTimeout:    defaultLockTimeout,
-	}, nil
+	}
+	b.log = slog.New(gateHandler{h: h, gate: &b.logGate})
+	return b, nil
 }
 
 // normalize checks o and fills defaults in place.
@@ -266,6 +270,7 @@ func (b *Broker) Start() error {
 	b.state = stateClosed // until everything below succeeded
 	if err := b.start(); err != nil {
 		b.cleanupFailedStart()
+		b.logGate.close()
 		return err
 	}
 	b.state = stateStarted
@@ -421,6 +426,7 @@ func (b *Broker) Close() error {
 	}
 	b.state = stateClosed
 	_ = b.srv.Close() // always nil; closes listeners, then stops hooks
+	b.logGate.close()
 	if b.store != nil {
 		return b.store.Err()
 	}

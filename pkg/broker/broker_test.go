@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,6 +108,20 @@ func TestTCPAndWebSocketOnPortZero(t *testing.T) {
 	if s := b.Stats(); s.ClientsConnected != 3 {
 		t.Fatalf("ClientsConnected = %d, want 3", s.ClientsConnected)
 	}
+}
+
+func TestWebSocketListenerRefusesPlainHTTP(t *testing.T) {
+	b := startBroker(t, Options{WSAddr: "127.0.0.1:0"})
+	hc := &http.Client{Timeout: waitTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get("http://" + b.WSAddr() + "/mqtt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("plain GET: %s, want 400", resp.Status)
+	}
+	dial(t, "ws://"+b.WSAddr()+"/mqtt", "after", dialOpts{clean: true}).publish(t, "x", 1, false, "still serving")
 }
 
 func TestRetainedMessageReachesLateSubscriber(t *testing.T) {
@@ -383,7 +398,8 @@ func TestAddressInUse(t *testing.T) {
 	}
 	defer held.Close()
 	addr := held.Addr().String()
-	for _, opts := range []Options{{TCPAddr: addr}, {TCPAddr: "127.0.0.1:0", WSAddr: addr}} {
+	dir := t.TempDir()
+	for _, opts := range []Options{{TCPAddr: addr, DataDir: dir}, {TCPAddr: "127.0.0.1:0", WSAddr: addr, DataDir: dir}} {
 		b, err := New(opts)
 		if err != nil {
 			t.Fatal(err)
@@ -409,6 +425,8 @@ func TestAddressInUse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The failed Starts released the data file.
+	startBroker(t, Options{DataDir: dir})
 }
 
 func TestDataDirInUse(t *testing.T) {

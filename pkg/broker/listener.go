@@ -298,7 +298,7 @@ func newWSListener(id string, ln net.Listener, connectTimeout time.Duration, max
 		log:       slog.New(slog.DiscardHandler),
 		serve:     newServeState(),
 		upgrader: websocket.Upgrader{
-			Subprotocols: []string{"mqtt"},
+			Subprotocols: []string{"mqtt", "mqttv3.1"},
 			// Dashboards are served from other origins. The security issue
 			// will restrict this together with authentication.
 			CheckOrigin: func(*http.Request) bool { return true },
@@ -307,6 +307,7 @@ func newWSListener(id string, ln net.Listener, connectTimeout time.Duration, max
 	l.httpSrv = &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
 		ReadHeaderTimeout: connectTimeout,
+		IdleTimeout:       connectTimeout, // between plain HTTP requests
 	}
 	return l
 }

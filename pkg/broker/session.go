@@ -20,10 +20,11 @@ import (
 //     the ids were handed out) and rewrites Created to consecutive values
 //     whose low 16 bits do not wrap, so mochi's sort yields the queue order.
 //     Created is otherwise used only by the message expiry this package
-//     turns off (MaximumMessageExpiryInterval 0).
+//     turns off (MaximumMessageExpiryInterval 0). A message published in
+//     the microseconds of the takeover itself may still overtake the queue.
 //   - Expiry. mochi forgets an expired session but leaves its subscriptions
-//     in the topic index, where a later client with the same id would
-//     inherit them; the hook removes them.
+//     in the topic index, so a later client with the same id would receive
+//     messages for them; the hook removes them.
 //   - Drops. A message dropped because a client's write queue is full is
 //     only logged at Debug by mochi; the hook logs it at Warn and counts it.
 type sessionHook struct {

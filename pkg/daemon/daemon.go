@@ -62,7 +62,10 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
-	store, err := state.Open(filepath.Join(cfg.DataDir, StateFile), state.Options{Logger: log})
+	store, err := state.Open(filepath.Join(cfg.DataDir, StateFile), state.Options{
+		Logger:      log.With("component", "state"),
+		DefaultKeep: time.Duration(cfg.Security.DefaultTTL) + time.Duration(cfg.Security.MaxClockSkew),
+	})
 	if err != nil {
 		return err
 	}

@@ -126,9 +126,10 @@ type Dispatcher struct {
 	handlers map[string]Handler
 
 	in       chan transport.Message
-	inBytes  atomic.Int64
 	queue    chan *job
 	stopping atomic.Bool
+	stopped  chan struct{} // closed when the pipeline stops taking messages
+	stopOnce sync.Once
 
 	mu      sync.Mutex
 	jobs    map[string]*job // queued and running
@@ -152,7 +153,9 @@ type job struct {
 	cancel   context.CancelCauseFunc
 }
 
-const maxInBytes = 32 << 20 // received payloads waiting for intake
+// intakeSize is how many received messages may wait for the intake. Each
+// is at most the broker's message size limit.
+const intakeSize = 64
 
 // New builds a Dispatcher. The handlers for cancel and result.get are
 // built in; the others come from o.Handlers.
@@ -168,7 +171,8 @@ func New(o Options) *Dispatcher {
 		log:      o.Logger,
 		groups:   map[string]bool{},
 		handlers: map[string]Handler{},
-		in:       make(chan transport.Message, 1024),
+		in:       make(chan transport.Message, intakeSize),
+		stopped:  make(chan struct{}),
 		queue:    make(chan *job, o.MaxQueue+o.MaxConcurrent+1),
 		jobs:     map[string]*job{},
 	}
@@ -183,31 +187,27 @@ func New(o Options) *Dispatcher {
 	return d
 }
 
-// Submit takes a received message. It never blocks: when the intake is
-// full the message is left unacknowledged, and the broker redelivers it to
-// the next session.
+// Submit takes a received message. It returns at once while the intake
+// has room; when it is full it waits for room (backpressure: the broker
+// connection stops delivering until the agent catches up) or for the
+// pipeline to stop. A message it does not take is left unacknowledged and
+// the broker delivers it again to the next session.
 func (d *Dispatcher) Submit(m transport.Message) {
 	d.received.Add(1)
 	if d.stopping.Load() {
 		return
 	}
-	n := int64(len(m.Payload))
-	if d.inBytes.Add(n) > maxInBytes {
-		d.inBytes.Add(-n)
-		d.overflowed()
+	select {
+	case d.in <- m:
 		return
+	default:
+	}
+	if d.overflow.Add(1)%1000 == 1 {
+		d.log.Warn("command intake full: holding back the broker until it drains", "times", d.overflow.Load())
 	}
 	select {
 	case d.in <- m:
-	default:
-		d.inBytes.Add(-n)
-		d.overflowed()
-	}
-}
-
-func (d *Dispatcher) overflowed() {
-	if d.overflow.Add(1)%1000 == 1 {
-		d.log.Warn("command intake full: message left unacknowledged for redelivery", "overflows", d.overflow.Load())
+	case <-d.stopped:
 	}
 }
 
@@ -257,7 +257,7 @@ loop:
 			}
 		}
 	}
-	d.stopping.Store(true)
+	d.Stop()
 	stopIntake()
 	wg.Wait()
 	done := make(chan struct{})
@@ -277,7 +277,12 @@ loop:
 
 // Stop stops taking new messages at once (before Run's ctx ends), so that a
 // restart or update never handles a message twice.
-func (d *Dispatcher) Stop() { d.stopping.Store(true) }
+func (d *Dispatcher) Stop() {
+	d.stopOnce.Do(func() {
+		d.stopping.Store(true)
+		close(d.stopped)
+	})
+}
 
 func (d *Dispatcher) intake(ctx context.Context) {
 	for {
@@ -285,7 +290,6 @@ func (d *Dispatcher) intake(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-d.in:
-			d.inBytes.Add(-int64(len(m.Payload)))
 			if d.stopping.Load() {
 				continue // not acknowledged: redelivered to the next session
 			}
@@ -400,7 +404,7 @@ func (d *Dispatcher) runImmediate(j *job) bool {
 	e := state.Entry{ID: j.env.ID, State: protocol.StateRunning, Kind: j.cmd.Kind, Topic: j.topic,
 		Received: now, KeepUntil: d.keepUntil(j.cmd)}
 	existing, admitted, err := d.o.Store.Admit(e, msgs...)
-	if err != nil {
+	if err = d.journaled(err, e.ID); err != nil {
 		d.log.Error("journal write failed; command left unacknowledged", "id", j.env.ID, "err", err)
 		return false
 	}
@@ -522,7 +526,7 @@ func (d *Dispatcher) finishAtOnce(j *job, decision, reason string, out Outcome) 
 	e := state.Entry{ID: j.env.ID, State: res.State, Kind: j.env.Kind, Topic: j.topic, Received: now,
 		KeepUntil: d.keepUntil(j.cmd), Result: mustJSON(res)}
 	existing, admitted, err := d.o.Store.Admit(e, msgs...)
-	if err != nil {
+	if err = d.journaled(err, e.ID); err != nil {
 		d.log.Error("journal write failed; command left unacknowledged", "id", j.env.ID, "err", err)
 		return false
 	}
@@ -551,7 +555,7 @@ func (d *Dispatcher) accept(j *job) bool {
 	e := state.Entry{ID: j.env.ID, State: protocol.StateQueued, Kind: j.cmd.Kind, Topic: j.topic,
 		Payload: j.env.Raw, Received: now, KeepUntil: d.keepUntil(j.cmd)}
 	existing, admitted, err := d.o.Store.Admit(e, msgs...)
-	if err != nil {
+	if err = d.journaled(err, e.ID); err != nil {
 		d.log.Error("journal write failed; command left unacknowledged", "id", j.env.ID, "err", err)
 		return false
 	}
@@ -633,7 +637,7 @@ func (d *Dispatcher) execute(runCtx context.Context, j *job) {
 	}
 	// Written before the process starts: after a crash from here on, the
 	// command is reported interrupted and never run again.
-	if err := d.o.Store.SetRunning(id, nil, d.stateMsg(j, protocol.StateRunning, started)); err != nil {
+	if err := d.journaled(d.o.Store.SetRunning(id, nil, d.stateMsg(j, protocol.StateRunning, started)), id); err != nil {
 		d.log.Error("journal write failed; command not started", "id", id, "err", err)
 		d.finish(j, Outcome{State: protocol.StateFailed, Error: "journal unavailable: " + err.Error()}, time.Time{})
 		return
@@ -707,7 +711,12 @@ func (d *Dispatcher) finish(j *job, out Outcome, started time.Time) {
 	if a := d.auditMsg(d.finishedRecord(j, res)); a != nil {
 		msgs = append(msgs, *a)
 	}
-	if err := d.o.Store.Finish(j.cmd.ID, res.State, mustJSON(res), msgs...); err != nil {
+	err := d.journaled(d.o.Store.Finish(j.cmd.ID, res.State, mustJSON(res), msgs...), j.cmd.ID)
+	if errors.Is(err, state.ErrAlreadyFinal) {
+		d.log.Debug("command already final", "id", j.cmd.ID, "state", res.State)
+		return
+	}
+	if err != nil {
 		d.log.Error("cannot journal a final result", "id", j.cmd.ID, "state", res.State, "err", err)
 		return
 	}
@@ -796,6 +805,18 @@ func (d *Dispatcher) audit(_ *protocol.Envelope, rec *protocol.Audit) {
 			d.log.Warn("audit record not queued for publishing", "err", err)
 		}
 	}
+}
+
+// journaled filters a journal write's error: ErrOutboxFull means the
+// journal change was committed and only a message to publish was refused
+// (the outbox is at its hard cap): the result stays in the journal for
+// result.get, so the pipeline carries on.
+func (d *Dispatcher) journaled(err error, id string) error {
+	if errors.Is(err, state.ErrOutboxFull) {
+		d.log.Error("outbox full: a result or audit record was not queued for publishing; it stays in the journal (result.get)", "id", id)
+		return nil
+	}
+	return err
 }
 
 func mustJSON(v any) []byte {

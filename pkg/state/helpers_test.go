@@ -14,6 +14,7 @@ import (
 
 	"github.com/mqagent/mqagent/pkg/protocol"
 	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
 )
 
 // Environment of the helper subprocess (the test binary re-executed).
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m) // the store starts no goroutines of its own
 }
 
 // runHelper is the body of a helper subprocess. Every line it prints is

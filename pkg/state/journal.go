@@ -221,8 +221,8 @@ func (j jtx) put(e *Entry, val []byte, old *Entry) error {
 // outbox, in one transaction. If an entry with that id exists it writes
 // nothing and returns it with admitted=false. Otherwise it returns the
 // stored entry (State defaults to queued, a zero Received to now) with
-// admitted=true; if some of out did not fit in the outbox, the entry is
-// still admitted and err wraps ErrOutboxFull.
+// admitted=true; if a non-droppable message of out did not fit in the
+// outbox, the entry is still admitted and err wraps ErrOutboxFull.
 func (s *Store) Admit(e Entry, out ...Message) (existing Entry, admitted bool, err error) {
 	if err := e.validate(time.Now()); err != nil {
 		return Entry{}, false, err
@@ -248,17 +248,22 @@ func (s *Store) Admit(e Entry, out ...Message) (existing Entry, admitted bool, e
 			return err
 		}
 		existing, admitted = e, true
-		return w.push(out)
+		return w.push(out, false)
 	})
-	if err != nil && !errors.Is(err, ErrOutboxFull) {
-		return Entry{}, false, fmt.Errorf("admit %s: %w", e.ID, err)
+	switch {
+	case err == nil:
+		return existing, admitted, nil
+	case errors.Is(err, ErrOutboxFull):
+		return existing, admitted, fmt.Errorf("admit %s: %w", e.ID, err)
 	}
-	return existing, admitted, err
+	return Entry{}, false, fmt.Errorf("admit %s: %w", e.ID, err)
 }
 
 // SetRunning marks an existing entry running with proc info, appending out,
 // in one transaction. An unknown id gives ErrNotFound, a final entry
-// ErrAlreadyFinal; in both cases nothing is written.
+// ErrAlreadyFinal; in both cases nothing is written. An error wrapping
+// ErrOutboxFull means the entry was marked running but a non-droppable
+// message of out did not fit.
 func (s *Store) SetRunning(id string, proc json.RawMessage, out ...Message) error {
 	if err := validateID(id); err != nil {
 		return err
@@ -289,7 +294,7 @@ func (s *Store) SetRunning(id string, proc json.RawMessage, out ...Message) erro
 		if err := j.put(&e, val, &old); err != nil {
 			return err
 		}
-		return w.push(out)
+		return w.push(out, false)
 	})
 	if err != nil {
 		return fmt.Errorf("set running %s: %w", id, err)
@@ -304,8 +309,8 @@ func (s *Store) SetRunning(id string, proc json.RawMessage, out ...Message) erro
 // after a long-running command. Finishing an id that is not in the journal
 // inserts it, received now (FinishEntry gives those fields explicitly).
 // Finishing an entry that is already final writes nothing and returns
-// ErrAlreadyFinal. If some of out did not fit in the outbox, the result is
-// still recorded and the error wraps ErrOutboxFull.
+// ErrAlreadyFinal. If a non-droppable message of out did not fit in the
+// outbox, the result is still recorded and the error wraps ErrOutboxFull.
 func (s *Store) Finish(id, state string, result []byte, out ...Message) error {
 	now := time.Now()
 	return s.FinishEntry(Entry{ID: id, State: state, Result: result, Received: now, KeepUntil: now.Add(s.opts.DefaultKeep)}, out...)
@@ -351,18 +356,18 @@ func (s *Store) FinishEntry(e Entry, out ...Message) error {
 		if err := j.put(&next, val, old); err != nil {
 			return err
 		}
-		return w.push(out)
+		return w.push(out, false)
 	})
-	if err != nil && !errors.Is(err, ErrOutboxFull) {
+	if err != nil {
 		return fmt.Errorf("finish %s: %w", e.ID, err)
 	}
-	return err
+	return nil
 }
 
 // Record inserts or replaces a complete entry (for example a rejected
-// command that is final at once), appending out, in one transaction. If
-// some of out did not fit in the outbox, the entry is still recorded and
-// the error wraps ErrOutboxFull.
+// command that is final at once), appending out, in one transaction. If a
+// non-droppable message of out did not fit in the outbox, the entry is
+// still recorded and the error wraps ErrOutboxFull.
 func (s *Store) Record(e Entry, out ...Message) error {
 	if err := e.validate(time.Now()); err != nil {
 		return err
@@ -387,12 +392,12 @@ func (s *Store) Record(e Entry, out ...Message) error {
 		if err := j.put(&e, val, old); err != nil {
 			return err
 		}
-		return w.push(out)
+		return w.push(out, false)
 	})
-	if err != nil && !errors.Is(err, ErrOutboxFull) {
+	if err != nil {
 		return fmt.Errorf("record %s: %w", e.ID, err)
 	}
-	return err
+	return nil
 }
 
 // Get returns the entry for id; ok is false if there is none.

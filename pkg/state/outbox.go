@@ -194,15 +194,15 @@ func (o *outboxIndex) reserve(size int64, droppable bool, maxMsgs int, maxBytes 
 }
 
 // push stores msgs in the outbox within w, in order. Messages the limits
-// refuse are skipped and reported with an error wrapping ErrOutboxFull;
-// the others are stored.
-func (w *wtx) push(msgs []Message) error {
+// refuse are skipped and reported with an error wrapping ErrOutboxFull
+// (refused droppable ones only if reportDroppable); the others are stored.
+func (w *wtx) push(msgs []Message, reportDroppable bool) error {
 	if len(msgs) == 0 {
 		return nil
 	}
 	s := w.s
 	b := w.tx.Bucket(bucketOutbox)
-	refused, evicted := 0, 0
+	refused, reported, evicted := 0, 0, 0
 	for i := range msgs {
 		val := encodeMessage(&msgs[i])
 		s.mu.Lock()
@@ -216,6 +216,9 @@ func (w *wtx) push(msgs []Message) error {
 		evicted += len(evict)
 		if !ok {
 			refused++
+			if reportDroppable || !msgs[i].Droppable {
+				reported++
+			}
 			continue
 		}
 		if err := w.put(b, seqKey(seq), val); err != nil {
@@ -226,7 +229,7 @@ func (w *wtx) push(msgs []Message) error {
 	if evicted > 0 {
 		s.log.Warn("state: outbox full, evicted oldest telemetry", "evicted", evicted, "path", s.path)
 	}
-	if refused > 0 {
+	if reported > 0 {
 		return fmt.Errorf("%w: %d of %d messages not stored", ErrOutboxFull, refused, len(msgs))
 	}
 	return nil
@@ -271,7 +274,7 @@ func (s *Store) Push(msgs ...Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	return s.update(func(w *wtx) error { return w.push(msgs) })
+	return s.update(func(w *wtx) error { return w.push(msgs, true) })
 }
 
 // Pending returns up to max outbox messages, oldest first. max <= 0

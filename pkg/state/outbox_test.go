@@ -247,6 +247,21 @@ func TestJournalWriteWithOutboxFull(t *testing.T) {
 	if got := pending(t, s); got != "r0 r1" {
 		t.Errorf("pending = %q", got)
 	}
+	// A droppable message that does not fit is dropped without an error:
+	// a full outbox of telemetry must not fail journal writes.
+	dropped := s.Stats().OutboxDropped
+	if _, ok, err := s.Admit(Entry{ID: "d"}, Message{Topic: "status", Droppable: true}); err != nil || !ok {
+		t.Fatalf("Admit with droppable message = %v, %v", ok, err)
+	}
+	if err := s.SetRunning("d", nil, Message{Topic: "status", Droppable: true}); err != nil {
+		t.Fatalf("SetRunning with droppable message: %v", err)
+	}
+	if got := s.Stats().OutboxDropped - dropped; got != 2 {
+		t.Errorf("dropped %d droppable messages, want 2", got)
+	}
+	if e, _, _ := s.Get("d"); e.State != protocol.StateRunning {
+		t.Errorf("state = %s, want running", e.State)
+	}
 	checkConsistent(t, s)
 }
 

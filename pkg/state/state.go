@@ -14,10 +14,22 @@
 //
 // Every method that changes the file commits one fsync'd transaction before
 // it returns. Concurrent writers are grouped into one transaction (group
-// commit) without the fixed delay of bbolt's DB.Batch, so a lone caller pays
-// exactly one commit and many callers share commits. Outbox acks are kept in
-// memory and written with the next transaction (a crash can only re-send an
-// acked message, which at-least-once delivery allows).
+// commit) without the fixed delay of bbolt's DB.Batch, so a lone caller
+// pays exactly one commit and many callers share commits. Outbox acks are
+// kept in memory and written with the next transaction (a crash can only
+// re-send an acked message, which at-least-once delivery allows).
+//
+// The journal methods (Admit, SetRunning, Finish, FinishEntry, Record) take
+// the outbox messages that go with the change and store both in the same
+// transaction. The outbox never makes them lose the journal change: a
+// droppable message that does not fit is dropped (counted in
+// Stats.OutboxDropped), and a non-droppable one refused at the hard cap
+// makes the method return an error wrapping ErrOutboxFull after the
+// journal change was committed.
+//
+// Open checks an existing file (meta pages, size, free list, every
+// reachable page, bbolt's consistency check) before writing to it, so a
+// damaged file is an error wrapping ErrCorrupt, never a panic.
 package state
 
 import (
@@ -53,7 +65,8 @@ const lockTimeout = time.Second
 var (
 	// ErrOutboxFull means one or more messages were not stored in the
 	// outbox because it is over its limits. Everything else the call does
-	// (for example the journal change of Finish) was committed.
+	// (for example the journal change of Finish) was committed, so a
+	// caller must not treat it as a failed journal write.
 	ErrOutboxFull = errors.New("outbox full")
 	// ErrNotFound is returned for an id that is not in the journal.
 	ErrNotFound = errors.New("not found")

@@ -38,11 +38,13 @@ type rig struct {
 
 func newRig(b *testing.B, workers int) *rig {
 	bin := harness.BuildAgent(b)
-	mq := harness.StartMosquitto(b)
+	// The harness saves every second for kill -9 tests; a benchmark wants
+	// the production default.
+	mq := harness.StartMosquitto(b, harness.WithMosquittoConfig("autosave_interval 1800"))
 	cfg := harness.DefaultConfig("bench-1", mq.URL(), filepath.Join(b.TempDir(), "data"))
 	cfg["exec"].(map[string]any)["max_concurrent"] = workers
 	cfg["exec"].(map[string]any)["max_queue"] = 10000
-	cfg["log"].(map[string]any)["level"] = "warn"
+	cfg["log"].(map[string]any)["level"] = "info"
 	r := &rig{topics: protocol.Topics{Prefix: protocol.DefaultPrefix}, waiters: map[string]chan protocol.Result{}}
 	opts := mqtt.NewClientOptions().AddBroker(mq.URL()).SetClientID("bench-op").SetCleanSession(true).SetOrderMatters(false)
 	r.c = mqtt.NewClient(opts)
@@ -191,11 +193,11 @@ func BenchmarkPingThroughput(b *testing.B) {
 	for range b.N {
 		chans = append(chans, r.send(b, protocol.Command{Kind: protocol.KindPing}))
 	}
-	for _, ch := range chans {
+	for i, ch := range chans {
 		select {
 		case <-ch:
 		case <-time.After(60 * time.Second):
-			b.Fatal("results missing")
+			b.Fatalf("results missing: %d of %d arrived", i, len(chans))
 		}
 	}
 	el := time.Since(start)

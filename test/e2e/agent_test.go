@@ -1,13 +1,20 @@
 package e2e
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -535,4 +542,129 @@ func (s *subscriber) waitFinal(t *testing.T, id string, d time.Duration) protoco
 			t.Fatalf("no final result for %s", id)
 		}
 	}
+}
+
+func TestSignedCommands(t *testing.T) {
+	e := newEnv(t, false)
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	e.agent("sig-1", func(c map[string]any) {
+		s := section(c, "security")
+		s["require_signed"] = true
+		s["trusted_keys"] = []map[string]any{{"id": "ops", "public_key": base64.StdEncoding.EncodeToString(pub), "kinds": []string{"ping"}}}
+	})
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	r := e.op.WaitFinal(t, e.op.Send(shell("host:sig-1", "touch "+marker)), "sig-1", wait)
+	expectState(t, r, protocol.StateRejected)
+	if !strings.Contains(r.Error, "unsigned") {
+		t.Fatalf("unsigned: %q", r.Error)
+	}
+	r = e.op.WaitFinal(t, e.op.SendSigned(kind("host:sig-1", protocol.KindPing, nil), "ops", priv), "sig-1", wait)
+	expectState(t, r, protocol.StateSucceeded)
+	r = e.op.WaitFinal(t, e.op.SendSigned(shell("host:sig-1", "touch "+marker), "ops", priv), "sig-1", wait)
+	expectState(t, r, protocol.StateRejected)
+	if !strings.Contains(r.Error, "may not sign") {
+		t.Fatalf("kind not allowed for key: %q", r.Error)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("a rejected command ran")
+	}
+}
+
+// TestBrokerFailover: the first broker URL is dead; the agent connects to
+// the second, and moves back to the first when the second goes away.
+func TestBrokerFailover(t *testing.T) {
+	bin := harness.BuildAgent(t)
+	a1 := harness.StartMosquitto(t)
+	a2 := harness.StartMosquitto(t)
+	a1.Stop()
+	op2 := harness.NewOperator(t, a2.URL())
+	op2.WatchStatus("fo-1")
+	cfg := harness.DefaultConfig("fo-1", a1.URL(), filepath.Join(t.TempDir(), "data"))
+	section(cfg, "broker")["urls"] = []string{a1.URL(), a2.URL()}
+	section(cfg, "broker")["reconnect_min"] = "100ms"
+	section(cfg, "broker")["reconnect_max"] = "500ms"
+	ag := harness.StartAgent(t, bin, cfg)
+	first := op2.WaitStatus(t, "fo-1", func(s protocol.Status) bool { return s.State == protocol.StatusOnline && s.PID == ag.PID() }, wait)
+	expectState(t, op2.WaitFinal(t, op2.Send(kind("host:fo-1", protocol.KindPing, nil)), "fo-1", wait), protocol.StateSucceeded)
+	a1.Start()
+	op1 := harness.NewOperator(t, a1.URL())
+	op1.WatchStatus("fo-1")
+	a2.Stop()
+	again := op1.WaitStatus(t, "fo-1", func(s protocol.Status) bool { return s.State == protocol.StatusOnline }, wait)
+	if again.Session <= first.Session {
+		t.Fatalf("session %d after failover, want > %d", again.Session, first.Session)
+	}
+	expectState(t, op1.WaitFinal(t, op1.Send(kind("host:fo-1", protocol.KindPing, nil)), "fo-1", wait), protocol.StateSucceeded)
+}
+
+// TestDevAndSend runs the README's first commands: `mqagent dev`, then
+// `mqagent send` against it.
+func TestDevAndSend(t *testing.T) {
+	bin := harness.BuildAgent(t)
+	port := freePort(t)
+	dir := t.TempDir()
+	dev := osexec.Command(bin, "dev", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--ws-listen", "", "--data-dir", dir, "--host-id", "dev-1")
+	var out strings.Builder
+	dev.Stderr, dev.Stdout = &syncWriter{w: &out}, &syncWriter{w: &out}
+	if err := dev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dev.Process.Kill(); _ = dev.Wait() })
+	url := fmt.Sprintf("tcp://127.0.0.1:%d", port)
+	waitPort(t, port)
+	op := harness.NewOperator(t, url)
+	op.WatchStatus("dev-1")
+	op.WaitStatus(t, "dev-1", func(s protocol.Status) bool { return s.State == protocol.StatusOnline }, wait)
+	send := osexec.Command(bin, "send", "--broker", url, "--host", "dev-1", "--", "echo", "hello")
+	got, err := send.CombinedOutput()
+	if err != nil || !strings.Contains(string(got), "hello") || !strings.Contains(string(got), "1 succeeded") {
+		t.Fatalf("send: %v\n%s", err, got)
+	}
+	send = osexec.Command(bin, "send", "--broker", url, "--all", "--shell", "exit 4")
+	got, err = send.CombinedOutput()
+	if err == nil || !strings.Contains(string(got), "exit=4") {
+		t.Fatalf("send of a failing command: err %v\n%s", err, got)
+	}
+	if err := dev.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Wait(); err != nil {
+		t.Fatalf("dev did not stop cleanly: %v\n%s", err, out.String())
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitPort waits until something accepts connections on the port.
+func waitPort(t *testing.T, port int) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on port %d", port)
 }

@@ -63,6 +63,12 @@ func newFakeClient(t *testing.T, url, id string, subs map[string]mqtt.MessageHan
 			}
 		})
 	c := mqtt.NewClient(opts)
+	// Routes before connecting: a persistent session's queued messages
+	// arrive right after CONNACK, and paho acknowledges and drops a
+	// message that has no route yet.
+	for f, h := range subs {
+		c.AddRoute(f, h)
+	}
 	tok := c.Connect()
 	if !tok.WaitTimeout(wait) || tok.Error() != nil {
 		t.Fatalf("fake client %s: connect: %v", id, tok.Error())
@@ -590,6 +596,27 @@ func TestAgentProcessHelpers(t *testing.T) {
 	op.Publish(op.Topics().Status("fake-agent-2"), nil, true)
 }
 
+func TestAgentDataRaceFailsTheTest(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mq := harness.StartMosquitto(t)
+	op := harness.NewOperator(t, mq.URL())
+	op.WatchStatus("racy-01")
+	ft := &fakeTB{TB: t, strict: true}
+	// Runs after the agent's cleanup.
+	t.Cleanup(func() {
+		msgs := ft.messages()
+		if len(msgs) != 1 || !strings.Contains(msgs[0], "data race reported") {
+			t.Errorf("agent cleanup reported %q, want one data race", msgs)
+		}
+		op.Publish(op.Topics().Status("racy-01"), nil, true)
+	})
+	harness.StartAgent(ft, self, harness.DefaultConfig("racy-01", mq.URL(), ""))
+	op.WaitStatus(t, "racy-01", isOnline, wait)
+}
+
 func TestDefaultConfigKeys(t *testing.T) {
 	cfg := harness.DefaultConfig("web-01", "tcp://127.0.0.1:1", "/tmp/x")
 	b, err := yaml.Marshal(cfg)
@@ -744,6 +771,7 @@ func fakeAgent(args []string) error {
 	}
 	opts := mqtt.NewClientOptions().AddBroker(cfg.Broker.URLs[0]).SetClientID(cfg.HostID).
 		SetCleanSession(false).SetAutoReconnect(false).
+		SetDefaultPublishHandler(handler). // queued commands arrive before Subscribe returns
 		SetBinaryWill(topics.Status(cfg.HostID), status(protocol.StatusOffline, protocol.ReasonLost), 1, true)
 	c := mqtt.NewClient(opts)
 	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
@@ -752,10 +780,15 @@ func fakeAgent(args []string) error {
 	if tok := c.Subscribe(topics.HostCmd(cfg.HostID), 1, handler); !tok.WaitTimeout(wait) || tok.Error() != nil {
 		return fmt.Errorf("subscribe: %v", tok.Error())
 	}
+	if strings.HasPrefix(cfg.HostID, "racy") {
+		// What a binary built with -race prints on a data race.
+		fmt.Fprintln(os.Stderr, "WARNING: DATA RACE (fake)")
+	}
+	// Logged before the birth: a test may act on the birth at once.
+	fmt.Fprintf(os.Stderr, "fake agent: online session %d\n", session)
 	if tok := c.Publish(topics.Status(cfg.HostID), 1, true, status(protocol.StatusOnline, "")); !tok.WaitTimeout(wait) || tok.Error() != nil {
 		return fmt.Errorf("birth: %v", tok.Error())
 	}
-	fmt.Fprintf(os.Stderr, "fake agent: online session %d\n", session)
 
 	select {
 	case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,8 +81,9 @@ type Agent struct {
 
 // StartAgent writes cfg as YAML and starts `bin run --config FILE`. When
 // cfg has no data_dir, a temporary directory of the test is used. The
-// test's cleanup kills the agent if it is still running, and shows the end
-// of its log when the test failed. StartAgent does not wait for the agent
+// test's cleanup kills the agent if it is still running, fails the test if
+// the agent reported a data race (MQAGENT_TEST_RACE=1 builds), and shows
+// the end of its log when the test failed. StartAgent does not wait for the agent
 // to connect: wait for its online status with an Operator.
 func StartAgent(t testing.TB, bin string, cfg map[string]any) *Agent {
 	t.Helper()
@@ -252,8 +254,14 @@ func (a *Agent) HostID() string {
 // ConfigPath is the agent's config file.
 func (a *Agent) ConfigPath() string { return a.cfgPath }
 
+// cleanup kills the agent if it still runs, fails the test when the agent
+// (built with -race) reported a data race, and shows its log when the test
+// failed.
 func (a *Agent) cleanup() {
 	a.Kill()
+	if strings.Contains(a.Log(), raceReport) {
+		a.t.Errorf("agent %s: data race reported in %s", a.HostID(), a.logPath)
+	}
 	if a.t.Failed() {
 		a.t.Logf("agent %s log (%s):\n%s", a.HostID(), a.logPath, a.LogTail())
 	}

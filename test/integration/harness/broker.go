@@ -179,10 +179,14 @@ func (s *serverProc) Kill() {
 	}
 }
 
-// cleanup stops the broker at the end of the test and shows its log when
-// the test failed.
+// cleanup stops the broker at the end of the test, fails the test when
+// the broker (built with -race) reported a data race, and shows its log
+// when the test failed.
 func (s *serverProc) cleanup() {
 	s.Stop()
+	if b, err := os.ReadFile(s.logPath); err == nil && strings.Contains(string(b), raceReport) {
+		s.t.Errorf("%s: data race reported in %s", s.name, s.logPath)
+	}
 	if s.t.Failed() {
 		s.t.Logf("%s log (%s):\n%s", s.name, s.logPath, s.LogTail())
 	}

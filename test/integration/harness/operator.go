@@ -76,6 +76,7 @@ type Operator struct {
 	changed   chan struct{} // closed and replaced on every change
 	filters   []string      // subscriptions, restored on reconnect
 	connected bool
+	losses    int // connections lost so far
 	results   map[string][]hostResult
 	chunks    map[string][]protocol.Chunk
 	statuses  map[string][]protocol.Status
@@ -157,6 +158,13 @@ func (o *Operator) notifyLocked() {
 // its own goroutine.
 func (o *Operator) onConnect(c mqtt.Client) {
 	o.mu.Lock()
+	if o.losses == 0 {
+		// The first connection: NewOperator handles it, and subscribing
+		// again here would repeat the retained messages of a Watch
+		// racing with this goroutine.
+		o.mu.Unlock()
+		return
+	}
 	filters := slices.Clone(o.filters)
 	o.mu.Unlock()
 	ok := true
@@ -175,6 +183,7 @@ func (o *Operator) onConnect(c mqtt.Client) {
 func (o *Operator) onLost(mqtt.Client, error) {
 	o.mu.Lock()
 	o.connected = false
+	o.losses++
 	o.notifyLocked()
 	o.mu.Unlock()
 }

@@ -49,6 +49,7 @@ func startProcess(logPath, bin string, args ...string) (*process, error) {
 	defer f.Close()
 	fmt.Fprintf(f, "=== harness %s: start %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
+	cmd.Env = childEnv()
 	cmd.Stdout = f
 	cmd.Stderr = f
 	if err := cmd.Start(); err != nil {
@@ -61,6 +62,20 @@ func startProcess(logPath, bin string, args ...string) (*process, error) {
 	}()
 	return p, nil
 }
+
+// childEnv is the environment of a child process: the test's, and for
+// binaries built with -race no 1 s pause at exit (the race detector's
+// default), unless GORACE is set already.
+func childEnv() []string {
+	env := os.Environ()
+	if os.Getenv("GORACE") == "" {
+		env = append(env, "GORACE=atexit_sleep_ms=0")
+	}
+	return env
+}
+
+// raceReport is what a binary built with -race prints on a data race.
+const raceReport = "WARNING: DATA RACE"
 
 // pid is the process id.
 func (p *process) pid() int { return p.cmd.Process.Pid }
