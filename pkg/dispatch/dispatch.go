@@ -398,19 +398,11 @@ func (d *Dispatcher) check(m transport.Message) bool {
 // finishes it.
 func (d *Dispatcher) runImmediate(j *job) bool {
 	now := d.o.Now()
-	rec := d.record(j.env, j.topic, protocol.DecisionAccepted, "")
-	rec.Summary = j.summary
-	msgs := []state.Message{*d.auditMsg(rec)}
 	e := state.Entry{ID: j.env.ID, State: protocol.StateRunning, Kind: j.cmd.Kind, Topic: j.topic,
 		Received: now, KeepUntil: d.keepUntil(j.cmd)}
-	existing, admitted, err := d.o.Store.Admit(e, msgs...)
-	if err = d.journaled(err, e.ID); err != nil {
-		d.log.Error("journal write failed; command left unacknowledged", "id", j.env.ID, "err", err)
-		return false
-	}
-	if !admitted {
-		d.duplicate(j, existing)
-		return true
+	ok, fresh := d.admit(j, e, d.receivedMsg(j, protocol.DecisionAccepted, ""))
+	if !ok || !fresh {
+		return ok
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -494,11 +486,7 @@ func (d *Dispatcher) reject(env *protocol.Envelope, topic, kid, reason string, j
 	}
 	res := d.result(j, out, time.Time{})
 	rec := d.record(env, topic, protocol.DecisionRejected, reason)
-	msgs := []state.Message{d.resultMsg(j.env.ID, res)}
-	if a := d.auditMsg(rec); a != nil {
-		msgs = append(msgs, *a)
-	}
-	if err := d.o.Store.Push(msgs...); err != nil {
+	if err := d.o.Store.Push(d.resultMsg(j.env.ID, res), d.auditMsg(rec)); err != nil {
 		d.log.Error("cannot store a rejection for publishing", "id", env.ID, "err", err)
 		return false
 	}
@@ -512,28 +500,37 @@ func (d *Dispatcher) reject(env *protocol.Envelope, topic, kid, reason string, j
 func (d *Dispatcher) finishAtOnce(j *job, decision, reason string, out Outcome) bool {
 	now := d.o.Now()
 	res := d.result(j, out, now)
-	rec := d.record(j.env, j.topic, decision, reason)
-	rec.Summary = j.summary
-	msgs := []state.Message{d.resultMsg(j.env.ID, res)}
-	if a := d.auditMsg(rec); a != nil {
-		msgs = append(msgs, *a)
-	}
+	msgs := []state.Message{d.receivedMsg(j, decision, reason), d.resultMsg(j.env.ID, res)}
 	if decision == protocol.DecisionAccepted {
-		if a := d.auditMsg(d.finishedRecord(j, res)); a != nil {
-			msgs = append(msgs, *a)
-		}
+		msgs = append(msgs, d.auditMsg(d.finishedRecord(j, res)))
 	}
 	e := state.Entry{ID: j.env.ID, State: res.State, Kind: j.env.Kind, Topic: j.topic, Received: now,
 		KeepUntil: d.keepUntil(j.cmd), Result: mustJSON(res)}
+	ok, _ := d.admit(j, e, msgs...)
+	return ok
+}
+
+// receivedMsg is the "received" audit record of j, for the audit topic.
+func (d *Dispatcher) receivedMsg(j *job, decision, reason string) state.Message {
+	rec := d.record(j.env, j.topic, decision, reason)
+	rec.Summary = j.summary
+	return d.auditMsg(rec)
+}
+
+// admit puts j's id in the journal as e, with msgs to publish, unless the
+// id was seen before: then the duplicate is handled here and fresh is
+// false. ok is false when the journal could not be written (the message
+// then stays unacknowledged, for the broker to deliver again).
+func (d *Dispatcher) admit(j *job, e state.Entry, msgs ...state.Message) (ok, fresh bool) {
 	existing, admitted, err := d.o.Store.Admit(e, msgs...)
 	if err = d.journaled(err, e.ID); err != nil {
-		d.log.Error("journal write failed; command left unacknowledged", "id", j.env.ID, "err", err)
-		return false
+		d.log.Error("journal write failed; command left unacknowledged", "id", e.ID, "err", err)
+		return false, false
 	}
 	if !admitted {
 		d.duplicate(j, existing)
 	}
-	return true
+	return true, admitted
 }
 
 // accept journals and queues a command.
@@ -544,27 +541,13 @@ func (d *Dispatcher) accept(j *job) bool {
 	if full {
 		return d.finishAtOnce(j, protocol.DecisionRejected, "queue full", Outcome{State: protocol.StateRejected, Error: "queue full"})
 	}
-	now := d.o.Now()
-	rec := d.record(j.env, j.topic, protocol.DecisionAccepted, "")
-	rec.Summary = j.summary
-	msgs := []state.Message{}
-	if a := d.auditMsg(rec); a != nil {
-		msgs = append(msgs, *a)
-	}
-	msgs = append(msgs, d.stateMsg(j, protocol.StateQueued, time.Time{}))
 	e := state.Entry{ID: j.env.ID, State: protocol.StateQueued, Kind: j.cmd.Kind, Topic: j.topic,
-		Payload: j.env.Raw, Received: now, KeepUntil: d.keepUntil(j.cmd)}
-	existing, admitted, err := d.o.Store.Admit(e, msgs...)
-	if err = d.journaled(err, e.ID); err != nil {
-		d.log.Error("journal write failed; command left unacknowledged", "id", j.env.ID, "err", err)
-		return false
+		Payload: j.env.Raw, Received: d.o.Now(), KeepUntil: d.keepUntil(j.cmd)}
+	ok, fresh := d.admit(j, e, d.receivedMsg(j, protocol.DecisionAccepted, ""), d.stateMsg(j, protocol.StateQueued, time.Time{}))
+	if fresh {
+		d.enqueue(j)
 	}
-	if !admitted {
-		d.duplicate(j, existing)
-		return true
-	}
-	d.enqueue(j)
-	return true
+	return ok
 }
 
 func (d *Dispatcher) enqueue(j *job) {
@@ -579,10 +562,7 @@ func (d *Dispatcher) enqueue(j *job) {
 func (d *Dispatcher) duplicate(j *job, e state.Entry) {
 	d.duplicates.Add(1)
 	rec := d.record(j.env, j.topic, protocol.DecisionDuplicate, "id already seen (state "+e.State+")")
-	msgs := []state.Message{}
-	if a := d.auditMsg(rec); a != nil {
-		msgs = append(msgs, *a)
-	}
+	msgs := []state.Message{d.auditMsg(rec)}
 	if protocol.IsFinal(e.State) && len(e.Result) > 0 {
 		msgs = append(msgs, state.Message{Topic: d.o.Topics.Result(d.o.HostID, e.ID), Payload: e.Result, QoS: 1})
 	}
@@ -707,10 +687,7 @@ func (d *Dispatcher) chunker(j *job) func(string, []byte) {
 // finish journals a command's final result with its audit record.
 func (d *Dispatcher) finish(j *job, out Outcome, started time.Time) {
 	res := d.result(j, out, started)
-	msgs := []state.Message{d.resultMsg(j.cmd.ID, res)}
-	if a := d.auditMsg(d.finishedRecord(j, res)); a != nil {
-		msgs = append(msgs, *a)
-	}
+	msgs := []state.Message{d.resultMsg(j.cmd.ID, res), d.auditMsg(d.finishedRecord(j, res))}
 	err := d.journaled(d.o.Store.Finish(j.cmd.ID, res.State, mustJSON(res), msgs...), j.cmd.ID)
 	if errors.Is(err, state.ErrAlreadyFinal) {
 		d.log.Debug("command already final", "id", j.cmd.ID, "state", res.State)
@@ -782,13 +759,13 @@ func (d *Dispatcher) resultMsg(id string, r *protocol.Result) state.Message {
 
 // auditMsg appends rec to the local audit log and returns its message for
 // the audit topic.
-func (d *Dispatcher) auditMsg(rec *protocol.Audit) *state.Message {
+func (d *Dispatcher) auditMsg(rec *protocol.Audit) state.Message {
 	line, err := d.o.Audit.Append(rec)
 	if err != nil {
 		d.log.Error("audit log write failed", "err", err)
 		line = mustJSON(rec)
 	}
-	return &state.Message{Topic: d.o.Topics.Audit(d.o.HostID), Payload: line, QoS: 1}
+	return state.Message{Topic: d.o.Topics.Audit(d.o.HostID), Payload: line, QoS: 1}
 }
 
 // auditLocal records in the local log only (commands ignored by a filter:
@@ -800,10 +777,8 @@ func (d *Dispatcher) auditLocal(rec *protocol.Audit) {
 }
 
 func (d *Dispatcher) audit(_ *protocol.Envelope, rec *protocol.Audit) {
-	if m := d.auditMsg(rec); m != nil {
-		if err := d.o.Store.Push(*m); err != nil {
-			d.log.Warn("audit record not queued for publishing", "err", err)
-		}
+	if err := d.o.Store.Push(d.auditMsg(rec)); err != nil {
+		d.log.Warn("audit record not queued for publishing", "err", err)
 	}
 }
 

@@ -240,7 +240,8 @@ func TestStreaming(t *testing.T) {
 
 func TestCommandsQueuedWhileAgentStopped(t *testing.T) {
 	both(t, func(t *testing.T, e *env) {
-		a := e.agent("q-1")
+		// One worker: commands run in the order the broker delivers them.
+		a := e.agent("q-1", withExec("max_concurrent", 1))
 		a.Stop()
 		dir := t.TempDir()
 		var ids []string

@@ -859,5 +859,10 @@ func fakeBroker(args []string) error {
 		return err
 	}
 	<-ctx.Done()
-	return s.Close()
+	// No s.Close(): in mochi v2.7.9 it races (go test -race) with a
+	// connection being established at the same moment, and the harness
+	// fails a test whose broker reports a race. Exiting is as good for a
+	// fake: every bolt transaction is already on disk.
+	fmt.Fprintln(os.Stderr, "fake broker: stopped")
+	return nil
 }
