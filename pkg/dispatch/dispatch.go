@@ -629,10 +629,12 @@ func (d *Dispatcher) execute(runCtx context.Context, j *job) {
 	tctx, tcancel := context.WithTimeoutCause(ctx, timeout, ErrTimeout)
 	defer tcancel()
 	var output func(string, []byte)
+	flush := func() {}
 	if j.cmd.Stream {
-		output = d.chunker(j)
+		output, flush = d.chunker(j)
 	}
 	out := d.runHandler(tctx, j, output)
+	flush() // the final result follows the last chunk
 	if out.Started.IsZero() {
 		out.Started = started
 	}
@@ -670,18 +672,60 @@ func (d *Dispatcher) runHandler(ctx context.Context, j *job, output func(string,
 	return out
 }
 
-// chunker returns the Output func of a streaming command: every piece
-// becomes an output chunk with a gap-free seq.
-func (d *Dispatcher) chunker(j *job) func(string, []byte) {
+// chunker returns the Output func of a streaming command, and a flush for
+// its end: every piece becomes an output chunk with a gap-free seq. A UTF-8
+// character split across two reads is held back and sent whole.
+func (d *Dispatcher) chunker(j *job) (output func(string, []byte), flush func()) {
 	var seq uint64
+	rest := map[string][]byte{}
 	topic := d.o.Topics.Output(d.o.HostID, j.cmd.ID)
-	return func(stream string, data []byte) {
+	emit := func(stream string, data []byte) {
+		if len(data) == 0 {
+			return
+		}
 		c := protocol.Chunk{V: protocol.Version, ID: j.cmd.ID, Host: d.o.HostID, Seq: seq, Stream: stream, Data: string(data)}
 		seq++
 		if err := d.o.Store.Push(state.Message{Topic: topic, Payload: mustJSON(c), QoS: 1, Droppable: true}); err != nil {
 			d.log.Warn("output chunk dropped", "id", j.cmd.ID, "seq", c.Seq, "err", err)
 		}
 	}
+	output = func(stream string, data []byte) {
+		buf := append(rest[stream], data...)
+		cut := len(buf) - partialRune(buf)
+		emit(stream, buf[:cut])
+		rest[stream] = append(rest[stream][:0], buf[cut:]...)
+	}
+	flush = func() {
+		for _, s := range []string{"stdout", "stderr"} {
+			emit(s, rest[s])
+			rest[s] = nil
+		}
+	}
+	return output, flush
+}
+
+// partialRune is the length of an incomplete UTF-8 sequence at the end of
+// b (0 when b ends on a character boundary or with invalid bytes).
+func partialRune(b []byte) int {
+	for i := 1; i <= 3 && i <= len(b); i++ {
+		c := b[len(b)-i]
+		if c&0xC0 != 0x80 { // a lead byte (or ASCII)
+			need := 0
+			switch {
+			case c&0xE0 == 0xC0:
+				need = 2
+			case c&0xF0 == 0xE0:
+				need = 3
+			case c&0xF8 == 0xF0:
+				need = 4
+			}
+			if need > i {
+				return i
+			}
+			return 0
+		}
+	}
+	return 0
 }
 
 // finish journals a command's final result with its audit record.

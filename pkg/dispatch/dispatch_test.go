@@ -486,3 +486,20 @@ func TestTimeout(t *testing.T) {
 		t.Fatalf("t1: %s", r.State)
 	}
 }
+
+func TestPartialRune(t *testing.T) {
+	euro := []byte("€") // 3 bytes
+	cases := []struct {
+		in   []byte
+		want int
+	}{
+		{nil, 0}, {[]byte("abc"), 0}, {euro, 0}, {euro[:1], 1}, {euro[:2], 2},
+		{append([]byte("a"), euro[:2]...), 2}, {[]byte("é")[:1], 1}, {[]byte{0xff}, 0}, {[]byte{0x80, 0x80, 0x80}, 0},
+		{[]byte("😀")[:3], 3},
+	}
+	for _, c := range cases {
+		if got := partialRune(c.in); got != c.want {
+			t.Errorf("partialRune(%x) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}

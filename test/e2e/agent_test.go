@@ -235,6 +235,18 @@ func TestStreaming(t *testing.T) {
 		if out.String() != r.Stdout || errs.String() != r.Stderr || !strings.Contains(r.Stdout, "line5") {
 			t.Fatalf("chunks do not add up to the result: %q/%q vs %q/%q", out.String(), errs.String(), r.Stdout, r.Stderr)
 		}
+		// A character split across two writes arrives whole.
+		cmd = shell("host:str-1", `printf '\342\202'; sleep 0.2; printf '\254 ok\n'`)
+		cmd.Stream = true
+		id = e.op.Send(cmd)
+		expectState(t, e.op.WaitFinal(t, id, "str-1", wait), protocol.StateSucceeded)
+		out.Reset()
+		for _, c := range e.op.Chunks(id) {
+			out.WriteString(c.Data)
+		}
+		if out.String() != "€ ok\n" {
+			t.Fatalf("split character: chunks %q", out.String())
+		}
 	})
 }
 

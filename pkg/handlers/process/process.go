@@ -42,6 +42,8 @@ func run(ctx context.Context, call *dispatch.Call, l Limits, r execReq) dispatch
 	switch {
 	case res.StartErr != nil:
 		out.State, out.Error = protocol.StateFailed, "could not start: "+res.StartErr.Error()
+	case res.WaitErr != nil:
+		out.State, out.Error = protocol.StateFailed, "exit status lost: "+res.WaitErr.Error()
 	case !res.Exited:
 		// Killed because ctx ended: the dispatcher names the cause.
 	case res.ExitCode == 0:
