@@ -74,7 +74,7 @@ func Main(m *testing.M) int {
 
 // BuildAgent builds the agent (./agent of the module under test) once per
 // test binary and returns the path of the executable. With
-// MQAGENT_TEST_RACE=1 the agent is built with -race. It needs Main to be
+// the race detector on (see raceAgent) the agent is built with -race. It needs Main to be
 // running the tests.
 func BuildAgent(t testing.TB) string {
 	t.Helper()
@@ -91,7 +91,7 @@ func BuildAgentVersion(t testing.TB, version string) string {
 // BuildMain builds the main package pkg, a path relative to the module
 // root such as "./agent", once per test binary and version, and returns
 // the path of the executable. A non-empty version is set as main.version
-// through -ldflags -X. MQAGENT_TEST_RACE=1 adds -race. It needs Main to be
+// through -ldflags -X. raceAgent adds -race. It needs Main to be
 // running the tests.
 func BuildMain(t testing.TB, pkg, version string) string {
 	t.Helper()
@@ -187,7 +187,7 @@ func buildMain(dir, pkg, version string) (string, error) {
 	}
 	out := filepath.Join(dir, name)
 	args := []string{"build", "-o", out}
-	if os.Getenv("MQAGENT_TEST_RACE") == "1" {
+	if raceAgent() {
 		args = append(args, "-race")
 	}
 	if version != "" {
@@ -213,4 +213,17 @@ func sanitize(s string) string {
 		}
 		return '_'
 	}, s)
+}
+
+// raceAgent reports whether binaries under test are built with the race
+// detector: when the tests themselves are (go test -race, as CI runs
+// them), unless MQAGENT_TEST_RACE=0; MQAGENT_TEST_RACE=1 forces it.
+func raceAgent() bool {
+	switch os.Getenv("MQAGENT_TEST_RACE") {
+	case "1":
+		return true
+	case "0":
+		return false
+	}
+	return raceEnabled
 }
