@@ -10,6 +10,8 @@ package dispatch
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -752,7 +754,18 @@ func (d *Dispatcher) finishedRecord(j *job, res *protocol.Result) *protocol.Audi
 		a.Kind = j.cmd.Kind
 	}
 	a.Reason = res.Error
+	if res.Stdout != "" {
+		a.StdoutBytes, a.StdoutSHA256 = len(res.Stdout), sha256Hex(res.Stdout)
+	}
+	if res.Stderr != "" {
+		a.StderrBytes, a.StderrSHA256 = len(res.Stderr), sha256Hex(res.Stderr)
+	}
 	return a
+}
+
+func sha256Hex(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
 }
 
 func (d *Dispatcher) result(j *job, out Outcome, started time.Time) *protocol.Result {

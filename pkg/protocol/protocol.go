@@ -248,6 +248,12 @@ type Audit struct {
 	State      string `json:"state,omitempty"`
 	ExitCode   *int   `json:"exit_code,omitempty"`
 	DurationMS int64  `json:"duration_ms,omitempty"`
+	// Output sizes (bytes captured, at most exec.max_output_bytes) and
+	// sha256 (hex) of a finished command's stdout and stderr.
+	StdoutBytes  int    `json:"stdout_bytes,omitempty"`
+	StderrBytes  int    `json:"stderr_bytes,omitempty"`
+	StdoutSHA256 string `json:"stdout_sha256,omitempty"`
+	StderrSHA256 string `json:"stderr_sha256,omitempty"`
 	// Prev is the sha256 (hex) of the previous record's line in the local
 	// log, making the log tamper-evident. Empty for the first record.
 	Prev string `json:"prev,omitempty"`

@@ -681,3 +681,43 @@ func waitPort(t *testing.T, port int) {
 	}
 	t.Fatalf("nothing listens on port %d", port)
 }
+
+// TestAuditLog: the local audit log records every command, chains its
+// lines, and `mqagent audit verify` names the first tampered line.
+func TestAuditLog(t *testing.T) {
+	e := newEnv(t, false)
+	a := e.agent("aud-1")
+	id := e.op.Send(shell("host:aud-1", "echo secret-free output"))
+	expectState(t, e.op.WaitFinal(t, id, "aud-1", wait), protocol.StateSucceeded)
+	fin := e.op.WaitAudit(t, "aud-1", func(r protocol.Audit) bool { return r.ID == id && r.Event == protocol.EventFinished }, wait)
+	if fin.StdoutBytes != len("secret-free output\n") || len(fin.StdoutSHA256) != 64 || fin.Summary != "echo secret-free output" || fin.Prev == "" {
+		t.Fatalf("finished audit record %+v", fin)
+	}
+	env := kind("host:aud-1", protocol.KindExec, protocol.ExecArgs{Argv: []string{"true"}, Env: map[string]string{"TOKEN": "hunter2"}})
+	expectState(t, e.op.WaitFinal(t, e.op.Send(env), "aud-1", wait), protocol.StateSucceeded)
+	a.Stop()
+	log := filepath.Join(a.DataDir(), "audit.log")
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "hunter2") {
+		t.Fatal("an env value reached the audit log")
+	}
+	if st, _ := os.Stat(log); st.Mode().Perm() != 0o600 {
+		t.Fatalf("audit log mode %v", st.Mode().Perm())
+	}
+	out, err := osexec.Command(e.bin, "audit", "verify", log).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "chain intact") {
+		t.Fatalf("verify of an intact log: %v %s", err, out)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	lines[1] = strings.Replace(lines[1], `"host":"aud-1"`, `"host":"aud-2"`, 1)
+	if err := os.WriteFile(log, []byte(strings.Join(lines, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = osexec.Command(e.bin, "audit", "verify", log).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "line 3") {
+		t.Fatalf("verify of an edited log: %v %s", err, out)
+	}
+}
