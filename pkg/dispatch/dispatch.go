@@ -334,7 +334,7 @@ func (d *Dispatcher) check(m transport.Message) bool {
 	env, err := protocol.Decode(m.Payload)
 	if err != nil {
 		d.malformed.Add(1)
-		d.audit(nil, d.record(nil, m.Topic, protocol.DecisionMalformed, truncate(err.Error(), 300)))
+		d.publishAudit(d.record(nil, m.Topic, protocol.DecisionMalformed, truncate(err.Error(), 300)))
 		return true
 	}
 	if len(m.Payload) > d.o.MaxPayload {
@@ -833,7 +833,7 @@ func (d *Dispatcher) auditLocal(rec *protocol.Audit) {
 	}
 }
 
-func (d *Dispatcher) audit(_ *protocol.Envelope, rec *protocol.Audit) {
+func (d *Dispatcher) publishAudit(rec *protocol.Audit) {
 	if err := d.o.Store.Push(d.auditMsg(rec)); err != nil {
 		d.log.Warn("audit record not queued for publishing", "err", err)
 	}
