@@ -13,6 +13,7 @@ import (
 	"github.com/mqagent/mqagent/pkg/broker"
 	"github.com/mqagent/mqagent/pkg/config"
 	"github.com/mqagent/mqagent/pkg/logging"
+	"github.com/mqagent/mqagent/pkg/protocol"
 )
 
 func defaultDevDir() string {
@@ -118,5 +119,10 @@ or with any MQTT client: publish a command (docs/PROTOCOL.md) to mqagent/v1/host
 and subscribe to mqagent/v1/hosts/+/results/#
 
 `, b.TCPAddr(), b.WSAddr(), cfg.HostID)
-	return runAgent(parent, cfg, os.Stderr)
+	reason, err := runAgent(parent, cfg, os.Stderr)
+	if err == nil && reason == protocol.ReasonRestart {
+		b.Close()
+		return restartSelf()
+	}
+	return err
 }

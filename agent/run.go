@@ -15,6 +15,7 @@ import (
 	"github.com/mqagent/mqagent/pkg/config"
 	"github.com/mqagent/mqagent/pkg/daemon"
 	"github.com/mqagent/mqagent/pkg/logging"
+	"github.com/mqagent/mqagent/pkg/protocol"
 )
 
 func runCmd() *cobra.Command {
@@ -30,7 +31,11 @@ func runCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runAgent(cmd.Context(), cfg, os.Stderr)
+			reason, err := runAgent(cmd.Context(), cfg, os.Stderr)
+			if err == nil && reason == protocol.ReasonRestart {
+				return restartSelf()
+			}
+			return err
 		},
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", envDefault("MQAGENT_CONFIG", ""), "config file (env MQAGENT_CONFIG)")
@@ -38,13 +43,14 @@ func runCmd() *cobra.Command {
 	return c
 }
 
-// runAgent runs the agent until SIGTERM/SIGINT or ctx ends.
-func runAgent(parent context.Context, cfg *config.Config, stderr io.Writer) error {
+// runAgent runs the agent until SIGTERM/SIGINT, ctx ends, or an
+// agent.stop/agent.restart command; it returns the offline reason.
+func runAgent(parent context.Context, cfg *config.Config, stderr io.Writer) (string, error) {
 	log, closer, err := logging.New(logging.Options{
 		Level: cfg.Log.Level, File: cfg.Log.File, MaxSizeMB: cfg.Log.MaxSizeMB, MaxBackups: cfg.Log.MaxBackups, Stderr: stderr,
 	})
 	if err != nil {
-		return fmt.Errorf("log: %w", err)
+		return "", fmt.Errorf("log: %w", err)
 	}
 	defer closer.Close()
 	setPahoLoggers(log)
@@ -53,11 +59,15 @@ func runAgent(parent context.Context, cfg *config.Config, stderr io.Writer) erro
 	}
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := daemon.Run(ctx, daemon.Options{Config: cfg, Version: version, Logger: log}); err != nil {
+	reason, err := daemon.RunUntil(ctx, daemon.Options{Config: cfg, Version: version, Logger: log})
+	if err != nil {
 		log.Error("agent failed", "err", err)
-		return err
+		return reason, err
 	}
-	return nil
+	if reason == protocol.ReasonRestart {
+		log.Info("restarting")
+	}
+	return reason, nil
 }
 
 // setPahoLoggers routes paho's own warnings and errors to our log. Set

@@ -24,6 +24,7 @@ import (
 	"github.com/mqagent/mqagent/pkg/audit"
 	"github.com/mqagent/mqagent/pkg/config"
 	"github.com/mqagent/mqagent/pkg/dispatch"
+	"github.com/mqagent/mqagent/pkg/handlers/agentctl"
 	"github.com/mqagent/mqagent/pkg/handlers/ping"
 	"github.com/mqagent/mqagent/pkg/handlers/process"
 	"github.com/mqagent/mqagent/pkg/outbox"
@@ -53,26 +54,46 @@ const (
 )
 
 // Run runs the agent until ctx ends, then stops it gracefully.
-func Run(ctx context.Context, o Options) (err error) {
+func Run(ctx context.Context, o Options) error {
+	_, err := RunUntil(ctx, o)
+	return err
+}
+
+// RunUntil runs the agent until ctx ends or an agent.stop / agent.restart
+// command asks it to stop; it returns the offline reason it stopped with
+// ("shutdown", "restart", …), so that the caller can restart it.
+func RunUntil(parent context.Context, o Options) (reason string, err error) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	var reqMu sync.Mutex
+	requested := ""
+	request := func(r string) {
+		reqMu.Lock()
+		if requested == "" {
+			requested = r
+		}
+		reqMu.Unlock()
+		cancel()
+	}
 	cfg, log := o.Config, o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	started := time.Now()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data_dir: %w", err)
+		return "", fmt.Errorf("data_dir: %w", err)
 	}
 	store, err := state.Open(filepath.Join(cfg.DataDir, StateFile), state.Options{
 		Logger:      log.With("component", "state"),
 		DefaultKeep: time.Duration(cfg.Security.DefaultTTL) + time.Duration(cfg.Security.MaxClockSkew),
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer closeLogged(log, "state", store.Close)
 	auditLog, err := audit.Open(filepath.Join(cfg.DataDir, AuditFile))
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer closeLogged(log, "audit log", auditLog.Close)
 	stopReaper, err := runner.Init(log)
@@ -83,11 +104,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	verifier, err := newVerifier(cfg)
 	if err != nil {
-		return err
+		return "", err
 	}
 	tlsCfg, err := tlsConfig(cfg, log)
 	if err != nil {
-		return err
+		return "", err
 	}
 	topics := protocol.Topics{Prefix: cfg.TopicPrefix}
 	subs, unsub, saveSubs := subscriptions(cfg, topics, log)
@@ -97,10 +118,12 @@ func Run(ctx context.Context, o Options) (err error) {
 		HostID: cfg.HostID, Groups: cfg.Groups, Facts: cfg.Facts, OS: runtime.GOOS, Topics: topics,
 		Verifier: verifier, Store: store, Audit: auditLog,
 		Handlers: map[string]dispatch.Handler{
-			protocol.KindPing:   ping.Handler{Version: o.Version, Started: started},
-			protocol.KindExec:   process.Exec{Limits: limits},
-			protocol.KindShell:  process.Shell{Limits: limits},
-			protocol.KindScript: process.Script{Limits: limits},
+			protocol.KindPing:         ping.Handler{Version: o.Version, Started: started},
+			protocol.KindExec:         process.Exec{Limits: limits},
+			protocol.KindShell:        process.Shell{Limits: limits},
+			protocol.KindScript:       process.Script{Limits: limits},
+			protocol.KindAgentStop:    agentctl.Handler{Reason: protocol.ReasonShutdown, Request: request},
+			protocol.KindAgentRestart: agentctl.Handler{Reason: protocol.ReasonRestart, Request: request},
 		},
 		KillOrphan: func(raw json.RawMessage) (bool, error) {
 			var p runner.Proc
@@ -150,7 +173,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Logger: log.With("component", "transport"),
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	pub := &outbox.Publisher{Store: store, Client: client, Timeout: time.Duration(cfg.Broker.WriteTimeout), Logger: log.With("component", "outbox")}
 
@@ -168,14 +191,22 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 	})
 	pubCtx, stopPub := context.WithCancel(context.Background())
-	wg.Go(func() { pub.Run(pubCtx) })
+	pubDone := make(chan struct{})
+	go func() { defer close(pubDone); pub.Run(pubCtx) }()
 
 	runErr := disp.Run(ctx, time.Duration(cfg.Exec.GracePeriod))
 
-	// Graceful stop: the pipeline is done; flush what it produced.
+	// Graceful stop: the pipeline is done; flush what it produced (the
+	// publisher goroutine first stops, so that only Drain publishes).
 	stopPub()
-	reason := protocol.ReasonShutdown
-	if o.Reason != nil {
+	<-pubDone
+	reason = protocol.ReasonShutdown
+	reqMu.Lock()
+	if requested != "" {
+		reason = requested
+	}
+	reqMu.Unlock()
+	if o.Reason != nil && parent.Err() != nil {
 		if r := o.Reason(); r != "" {
 			reason = r
 		}
@@ -199,7 +230,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if syncErr := auditLog.Sync(); syncErr != nil {
 		log.Warn("audit log sync failed", "err", syncErr)
 	}
-	return runErr
+	return reason, runErr
 }
 
 func closeLogged(log *slog.Logger, what string, fn func() error) {

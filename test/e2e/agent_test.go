@@ -721,3 +721,45 @@ func TestAuditLog(t *testing.T) {
 		t.Fatalf("verify of an edited log: %v %s", err, out)
 	}
 }
+
+// TestRemoteStopAndRestart: agent.stop and agent.restart publish their
+// final result and the offline status with the reason before going;
+// commands sent during the restart are handled once after it.
+func TestRemoteStopAndRestart(t *testing.T) {
+	e := newEnv(t, false)
+	a := e.agent("ctl-1")
+	before := e.waitOnline(a)
+	n := len(e.op.Statuses("ctl-1"))
+	id := e.op.Send(kind("host:ctl-1", protocol.KindAgentRestart, nil))
+	expectState(t, e.op.WaitFinal(t, id, "ctl-1", wait), protocol.StateSucceeded)
+	off := e.op.WaitNextStatus(t, "ctl-1", n, func(s protocol.Status) bool { return s.State == protocol.StatusOffline }, wait)
+	if off.Reason != protocol.ReasonRestart || off.Session != before.Session {
+		t.Fatalf("offline status %+v, want reason restart", off)
+	}
+	// Sent while the agent restarts: queued by the broker, run once after.
+	dir := t.TempDir()
+	during := e.op.Send(shell("host:ctl-1", "echo x >> "+dir+"/ran"))
+	after := e.op.WaitNextStatus(t, "ctl-1", n, func(s protocol.Status) bool { return s.State == protocol.StatusOnline }, wait)
+	if after.Session <= before.Session || after.PID != before.PID {
+		t.Fatalf("after restart %+v (before %+v): want a new session, same pid (exec in place)", after, before)
+	}
+	expectState(t, e.op.WaitFinal(t, during, "ctl-1", wait), protocol.StateSucceeded)
+	if got := readLines(t, filepath.Join(dir, "ran")); len(got) != 1 {
+		t.Fatalf("command sent during the restart ran %d times", len(got))
+	}
+	if rs := finalsOf(e.op.Results(id)); len(rs) != 1 {
+		t.Fatalf("agent.restart has %d final results, want 1 (not run again after the restart)", len(rs))
+	}
+
+	n = len(e.op.Statuses("ctl-1"))
+	id = e.op.Send(kind("host:ctl-1", protocol.KindAgentStop, nil))
+	expectState(t, e.op.WaitFinal(t, id, "ctl-1", wait), protocol.StateSucceeded)
+	off = e.op.WaitNextStatus(t, "ctl-1", n, func(s protocol.Status) bool { return s.State == protocol.StatusOffline }, wait)
+	if off.Reason != protocol.ReasonShutdown {
+		t.Fatalf("offline status %+v, want reason shutdown", off)
+	}
+	code, ok := a.Wait(wait)
+	if !ok || code != 0 {
+		t.Fatalf("agent.stop: exited %v with %d, want 0", ok, code)
+	}
+}
