@@ -22,7 +22,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), devCmd(), brokerCmd(), sendCmd(), keygenCmd(), auditCmd(), versionCmd())
+	root.AddCommand(runCmd(), devCmd(), brokerCmd(), sendCmd(), keygenCmd(), auditCmd(), statusCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mqagent:", err)
 		os.Exit(exitCode(err))

@@ -194,7 +194,15 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 	pubDone := make(chan struct{})
 	go func() { defer close(pubDone); pub.Run(pubCtx) }()
 
+	sw := &statusWriter{path: filepath.Join(cfg.DataDir, StatusFile), client: client, disp: disp, store: store, every: 5 * time.Second,
+		base: LocalStatus{Version: o.Version, PID: os.Getpid(), Host: cfg.HostID, StartedAt: started.UTC()}}
+	swCtx, stopSW := context.WithCancel(context.Background())
+	swDone := make(chan struct{})
+	go func() { defer close(swDone); sw.run(swCtx) }()
+
 	runErr := disp.Run(ctx, time.Duration(cfg.Exec.GracePeriod))
+	stopSW()
+	<-swDone
 
 	// Graceful stop: the pipeline is done; flush what it produced (the
 	// publisher goroutine first stops, so that only Drain publishes).
@@ -211,6 +219,12 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 			reason = r
 		}
 	}
+	// Stop the session's reconnect loop first: a connection made while
+	// stopping would otherwise publish a birth after the check below (a
+	// host left "online") and outlive Run. The current connection, if any,
+	// stays up for the flush.
+	stopNet()
+	wg.Wait()
 	deadline := time.Now().Add(5 * time.Second)
 	if st := client.State(); st.Connected {
 		n := pub.Drain(deadline)
@@ -225,11 +239,10 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 		log.Info("agent stopped while disconnected", "reason", reason, "outbox_left", store.OutboxLen())
 	}
 	client.Disconnect()
-	stopNet()
-	wg.Wait()
 	if syncErr := auditLog.Sync(); syncErr != nil {
 		log.Warn("audit log sync failed", "err", syncErr)
 	}
+	sw.write("stopped")
 	return reason, runErr
 }
 

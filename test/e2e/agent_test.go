@@ -763,3 +763,34 @@ func TestRemoteStopAndRestart(t *testing.T) {
 		t.Fatalf("agent.stop: exited %v with %d, want 0", ok, code)
 	}
 }
+
+// TestLocalStatus: `mqagent status` shows the running agent's state.
+func TestLocalStatus(t *testing.T) {
+	e := newEnv(t, false)
+	a := e.agent("st-1")
+	var out []byte
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) { // the status file is written at start and every 5 s
+		var err error
+		out, err = osexec.Command(e.bin, "status", "--config", a.ConfigPath(), "-o", "json").Output()
+		if err == nil && strings.Contains(string(out), `"connected": true`) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var s struct {
+		Host, State, Version string
+		PID                  int
+		Connected            bool
+		Session              uint64
+	}
+	if err := json.Unmarshal(out, &s); err != nil || s.Host != "st-1" || s.State != "running" || !s.Connected || s.PID != a.PID() || s.Session < 1 {
+		t.Fatalf("status %s (%v)", out, err)
+	}
+	a.Stop()
+	cmd := osexec.Command(e.bin, "status", "--config", a.ConfigPath())
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 3 || !strings.Contains(string(out), "stopped") {
+		t.Fatalf("status of a stopped agent: %v %s", err, out)
+	}
+}
