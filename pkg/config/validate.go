@@ -217,6 +217,16 @@ func logLevel(s string) error {
 	return err
 }
 
+// isTLSURL reports whether a broker URL's scheme uses TLS.
+func isTLSURL(raw string) bool {
+	scheme, _, _ := strings.Cut(raw, "://")
+	switch strings.ToLower(scheme) {
+	case "ssl", "tls", "mqtts", "wss":
+		return true
+	}
+	return false
+}
+
 func (c *Config) validateBroker(v *validator) {
 	b := c.Broker
 	if len(b.URLs) == 0 {
@@ -231,6 +241,9 @@ func (c *Config) validateBroker(v *validator) {
 		v.add("broker.password", "is set but broker.username is empty (MQTT sends a password only with a username)")
 	}
 	t := b.TLS
+	if t != (TLS{}) && len(b.URLs) > 0 && !slices.ContainsFunc(b.URLs, isTLSURL) {
+		v.add("broker.tls", "is set but no broker URL uses TLS (ssl://, tls://, mqtts://, wss://): the agent would connect in plain text")
+	}
 	if t.CertFile != "" && t.KeyFile == "" {
 		v.add("broker.tls.key_file", "is required with broker.tls.cert_file")
 	}
