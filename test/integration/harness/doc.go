@@ -25,5 +25,13 @@
 //	id := op.Send(protocol.Command{Kind: protocol.KindPing, Target: "host:web-01"})
 //	r := op.WaitFinal(t, id, "web-01", 10*time.Second)
 //
+// TLS: NewPKI makes a throwaway CA issuing server and client certificates
+// (crypto/x509, files in the test's directory); WithTLS adds a TLS
+// listener to StartMosquitto (TLSURL), WithTLSConfig connects an Operator
+// over it, and StartMosquittoConfig runs a complete configuration of the
+// test's own, such as the shipped broker-config/mosquitto/mosquitto.conf
+// with its paths and ports rewritten (WriteMosquittoPasswords writes its
+// password file).
+//
 // Mosquitto missing: tests skip, or fail when CI=true (RequireMosquitto).
 package harness

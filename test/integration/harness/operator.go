@@ -2,6 +2,7 @@ package harness
 
 import (
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -36,6 +37,7 @@ type operatorOptions struct {
 	prefix   string
 	username string
 	password string
+	tls      *tls.Config
 }
 
 // WithPrefix sets the topic prefix (default protocol.DefaultPrefix).
@@ -46,6 +48,12 @@ func WithPrefix(prefix string) OperatorOption {
 // WithCredentials sets the MQTT username and password.
 func WithCredentials(username, password string) OperatorOption {
 	return func(o *operatorOptions) { o.username, o.password = username, password }
+}
+
+// WithTLSConfig sets the TLS configuration for ssl:// and wss:// broker
+// URLs (e.g. PKI.ClientTLS with an operator certificate).
+func WithTLSConfig(c *tls.Config) OperatorOption {
+	return func(o *operatorOptions) { o.tls = c }
 }
 
 // hostResult is a result with the host named by its topic.
@@ -116,6 +124,9 @@ func NewOperator(t testing.TB, brokerURL string, opts ...OperatorOption) *Operat
 		SetDefaultPublishHandler(op.handle).
 		SetOnConnectHandler(op.onConnect).
 		SetConnectionLostHandler(op.onLost)
+	if o.tls != nil {
+		copts.SetTLSConfig(o.tls)
+	}
 	op.client = mqtt.NewClient(copts)
 	tok := op.client.Connect()
 	if !tok.WaitTimeout(mqttTimeout) {
