@@ -58,8 +58,10 @@ func Dial(o Options) (*Client, error) {
 	if o.ClientID == "" {
 		o.ClientID = "mqagent-op-" + NewID()[16:]
 	}
+	// OrderMatters: a command's output chunks and its final result arrive
+	// in the order the agent published them. The handlers never block.
 	opts := mqtt.NewClientOptions().AddBroker(o.URL).SetClientID(o.ClientID).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectTimeout(o.Timeout).SetWriteTimeout(o.Timeout).SetOrderMatters(false)
+		SetAutoReconnect(false).SetConnectTimeout(o.Timeout).SetWriteTimeout(o.Timeout).SetOrderMatters(true)
 	if o.Username != "" {
 		opts.SetUsername(o.Username).SetPassword(o.Password)
 	}
@@ -92,12 +94,15 @@ func (c *Client) wait(t mqtt.Token) error {
 func (c *Client) Statuses(settle time.Duration) (map[string]protocol.Status, error) {
 	var mu sync.Mutex
 	out := map[string]protocol.Status{}
+	done := false // out belongs to the caller: late messages are dropped
 	filter := c.topics.Status("+")
 	err := c.wait(c.c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
 		var s protocol.Status
 		if json.Unmarshal(m.Payload(), &s) == nil && s.Host != "" {
 			mu.Lock()
-			out[s.Host] = s
+			if !done {
+				out[s.Host] = s
+			}
 			mu.Unlock()
 		}
 	}))
@@ -105,9 +110,11 @@ func (c *Client) Statuses(settle time.Duration) (map[string]protocol.Status, err
 		return nil, fmt.Errorf("subscribe %s: %w", filter, err)
 	}
 	time.Sleep(settle) // retained messages arrive right after the SUBACK
-	c.c.Unsubscribe(filter)
+	// Best effort: messages arriving later are dropped anyway.
+	_ = c.wait(c.c.Unsubscribe(filter))
 	mu.Lock()
 	defer mu.Unlock()
+	done = true
 	return out, nil
 }
 
@@ -119,11 +126,16 @@ type Event struct {
 
 // Send subscribes to the command's results, then publishes it (signed when
 // signer is set) on the topic its target names. Events arrive on the
-// returned channel until ctx ends; the channel is then closed.
+// returned channel, in the order the agent published them, until ctx ends;
+// the channel is then closed. Events wait in memory while the caller is
+// not reading.
 func (c *Client) Send(ctx context.Context, cmd protocol.Command, signer *Signer) (<-chan Event, error) {
 	scope, name, err := protocol.ParseTarget(cmd.Target)
 	if err != nil {
 		return nil, err
+	}
+	if cmd.ID != "" && !protocol.ValidID(cmd.ID) {
+		return nil, fmt.Errorf("id: %q is not a valid command id ([A-Za-z0-9._-]{1,64})", cmd.ID)
 	}
 	topic := map[protocol.Scope]string{
 		protocol.ScopeHost: c.topics.HostCmd(name), protocol.ScopeGroup: c.topics.GroupCmd(name), protocol.ScopeAll: c.topics.AllCmd(),
@@ -146,9 +158,7 @@ func (c *Client) Send(ctx context.Context, cmd protocol.Command, signer *Signer)
 			return nil, err
 		}
 	}
-	events := make(chan Event, 1024)
-	var mu sync.Mutex
-	closed := false
+	q := &eventQueue{ready: make(chan struct{}, 1)}
 	filter := c.topics.ResultsFilter(cmd.ID)
 	err = c.wait(c.c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
 		var ev Event
@@ -165,14 +175,7 @@ func (c *Client) Send(ctx context.Context, cmd protocol.Command, signer *Signer)
 			}
 			ev.Result = &r
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !closed {
-			select {
-			case events <- ev:
-			case <-ctx.Done():
-			}
-		}
+		q.push(ev)
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", filter, err)
@@ -181,15 +184,52 @@ func (c *Client) Send(ctx context.Context, cmd protocol.Command, signer *Signer)
 		c.c.Unsubscribe(filter)
 		return nil, fmt.Errorf("publish %s: %w", topic, err)
 	}
+	events := make(chan Event, 64)
 	go func() {
-		<-ctx.Done()
-		c.c.Unsubscribe(filter)
-		mu.Lock()
-		closed = true
-		close(events)
-		mu.Unlock()
+		defer close(events)
+		defer c.c.Unsubscribe(filter)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-q.ready:
+			}
+			for _, ev := range q.take() {
+				select {
+				case events <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
 	}()
 	return events, nil
+}
+
+// eventQueue hands events from paho's message handler, which must not
+// block, to the goroutine that feeds a Send channel, keeping their order.
+type eventQueue struct {
+	mu    sync.Mutex
+	evs   []Event
+	ready chan struct{} // capacity 1: a value means evs may be non-empty
+}
+
+func (q *eventQueue) push(ev Event) {
+	q.mu.Lock()
+	q.evs = append(q.evs, ev)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *eventQueue) take() []Event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	evs := q.evs
+	q.evs = nil
+	return evs
 }
 
 // NewID returns a new command id: 26 characters of Crockford base32, a

@@ -219,24 +219,33 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 			reason = r
 		}
 	}
-	// Stop the session's reconnect loop first: a connection made while
-	// stopping would otherwise publish a birth after the check below (a
-	// host left "online") and outlive Run. The current connection, if any,
-	// stays up for the flush.
-	stopNet()
-	wg.Wait()
 	deadline := time.Now().Add(5 * time.Second)
+	offline := func(session uint64) error {
+		pctx, cancel := context.WithDeadline(context.Background(), deadline.Add(2*time.Second))
+		defer cancel()
+		return client.PublishWait(pctx, topics.Status(cfg.HostID), 1, true, status(protocol.StatusOffline, reason, session))
+	}
+	var sent uint64 // the session whose offline status went out
 	if st := client.State(); st.Connected {
 		n := pub.Drain(deadline)
-		pctx, cancel := context.WithDeadline(context.Background(), deadline.Add(2*time.Second))
-		err := client.PublishWait(pctx, topics.Status(cfg.HostID), 1, true, status(protocol.StatusOffline, reason, st.Session))
-		cancel()
-		if err != nil {
+		if err := offline(st.Session); err != nil {
 			log.Warn("offline status not published", "err", err)
+		} else {
+			sent = st.Session
 		}
 		log.Info("agent stopped", "reason", reason, "outbox_sent", n, "outbox_left", store.OutboxLen())
 	} else {
 		log.Info("agent stopped while disconnected", "reason", reason, "outbox_left", store.OutboxLen())
+	}
+	// Stop reconnecting before closing the connection: a reconnect that
+	// completed after the check above would otherwise outlive Run, and its
+	// birth would leave the host "online", so it gets its offline status.
+	stopNet()
+	wg.Wait()
+	if st := client.State(); st.Connected && st.Session != sent {
+		if err := offline(st.Session); err != nil {
+			log.Warn("offline status not published", "err", err)
+		}
 	}
 	client.Disconnect()
 	if syncErr := auditLog.Sync(); syncErr != nil {

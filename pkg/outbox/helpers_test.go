@@ -43,7 +43,7 @@ func testLogger(t testing.TB) *slog.Logger {
 // port) persisting to dir. The caller closes it (also done at cleanup).
 func startBroker(t testing.TB, addr, dir string) *broker.Broker {
 	t.Helper()
-	b, err := broker.New(broker.Options{TCPAddr: addr, DataDir: dir})
+	b, err := broker.New(broker.Options{TCPAddr: addr, DataDir: dir, Logger: testLogger(t).With("component", "broker")})
 	if err != nil {
 		t.Fatalf("broker.New: %v", err)
 	}
@@ -78,7 +78,7 @@ func startClient(t testing.TB, url string) *agentClient {
 		ClientID:       "h-1",
 		URLs:           []string{url},
 		ConnectTimeout: 2 * time.Second,
-		WriteTimeout:   2 * time.Second,
+		WriteTimeout:   500 * time.Millisecond,
 		ReconnectMin:   20 * time.Millisecond,
 		ReconnectMax:   100 * time.Millisecond,
 		NextSession:    func() (uint64, error) { return ac.sessions.Add(1), nil },
@@ -106,22 +106,31 @@ func startClient(t testing.TB, url string) *agentClient {
 	return ac
 }
 
-// waitConnected waits until c has a connection up.
-func waitConnected(t testing.TB, c *transport.Client) {
+// waitOnline waits until c is connected and sub has seen its birth (the
+// connection is set up completely: nothing of it still waits for the
+// broker).
+func waitOnline(t testing.TB, c *transport.Client, sub *subscriber) {
 	t.Helper()
 	select {
 	case <-c.Connected():
 	case <-time.After(waitTimeout):
 		t.Fatalf("client not connected within %v (state %+v)", waitTimeout, c.State())
 	}
+	want := fmt.Sprintf(`{"state":"online","session":%d}`, c.State().Session)
+	eventually(t, "birth "+want, func() bool {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		return sub.status == want
+	})
 }
 
 // subscriber is a raw paho client with a persistent session that records
 // the payloads it receives on t/data/#.
 type subscriber struct {
 	paho.Client
-	mu   sync.Mutex
-	msgs []string
+	mu     sync.Mutex
+	msgs   []string
+	status string // last payload on t/status
 }
 
 func startSubscriber(t testing.TB, url, id string) *subscriber {
@@ -133,12 +142,16 @@ func startSubscriber(t testing.TB, url, id string) *subscriber {
 		SetConnectTimeout(2 * time.Second).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
 			s.mu.Lock()
+			defer s.mu.Unlock()
+			if m.Topic() == "t/status" {
+				s.status = string(m.Payload())
+				return
+			}
 			s.msgs = append(s.msgs, string(m.Payload()))
-			s.mu.Unlock()
 		})
 	s.Client = paho.NewClient(opts)
 	waitToken(t, "subscriber connect", s.Connect())
-	waitToken(t, "subscribe", s.Subscribe("t/data/#", 1, nil))
+	waitToken(t, "subscribe", s.SubscribeMultiple(map[string]byte{"t/data/#": 1, "t/status": 1}, nil))
 	t.Cleanup(func() { s.Disconnect(50) })
 	return s
 }

@@ -26,7 +26,9 @@ func (Handler) Pure() {}
 // Summary describes the request for the audit log.
 func (Handler) Summary(any) string { return "ping" }
 
-// Run answers at once.
+// Run answers at once. The uptime is never negative, even for a Started
+// read from a wall clock that was later set back.
 func (h Handler) Run(context.Context, *dispatch.Call) dispatch.Outcome {
-	return dispatch.Outcome{Data: protocol.PingData{Version: h.Version, UptimeMS: time.Since(h.Started).Milliseconds()}}
+	up := max(time.Since(h.Started), 0)
+	return dispatch.Outcome{Data: protocol.PingData{Version: h.Version, UptimeMS: up.Milliseconds()}}
 }

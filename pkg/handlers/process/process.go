@@ -69,9 +69,20 @@ func (Exec) Decode(args json.RawMessage) (any, error) {
 	if len(a.Argv) == 0 || a.Argv[0] == "" {
 		return nil, &protocol.FieldError{Field: "args.argv", Msg: "required: a non-empty list whose first element names the program"}
 	}
-	for k := range a.Env {
+	for i, v := range a.Argv {
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, &protocol.FieldError{Field: "args.argv", Msg: fmt.Sprintf("element %d contains a NUL byte", i)}
+		}
+	}
+	if strings.IndexByte(a.Cwd, 0) >= 0 {
+		return nil, &protocol.FieldError{Field: "args.cwd", Msg: "contains a NUL byte"}
+	}
+	for k, v := range a.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return nil, &protocol.FieldError{Field: "args.env", Msg: fmt.Sprintf("invalid variable name %q", k)}
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, &protocol.FieldError{Field: "args.env", Msg: fmt.Sprintf("the value of %q contains a NUL byte", k)}
 		}
 	}
 	return a, nil
@@ -104,8 +115,11 @@ func (Shell) Decode(args json.RawMessage) (any, error) {
 	if err := protocol.DecodeArgs(args, &a); err != nil {
 		return nil, err
 	}
-	if a.Command == "" {
+	if strings.TrimSpace(a.Command) == "" {
 		return nil, &protocol.FieldError{Field: "args.command", Msg: "required"}
+	}
+	if strings.IndexByte(a.Command, 0) >= 0 {
+		return nil, &protocol.FieldError{Field: "args.command", Msg: "contains a NUL byte"}
 	}
 	argv, err := runner.ShellArgv(a.Shell, a.Command)
 	if err != nil {
@@ -138,6 +152,11 @@ func (Script) Decode(args json.RawMessage) (any, error) {
 	}
 	if !interpreters[a.Interpreter] {
 		return nil, &protocol.FieldError{Field: "args.interpreter", Msg: fmt.Sprintf("unknown interpreter %q (want sh, bash, cmd, powershell, pwsh or python3)", a.Interpreter)}
+	}
+	for i, v := range a.Args {
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, &protocol.FieldError{Field: "args.args", Msg: fmt.Sprintf("element %d contains a NUL byte", i)}
+		}
 	}
 	return a, nil
 }
