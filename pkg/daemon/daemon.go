@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqagent/mqagent/pkg/audit"
@@ -113,6 +114,7 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 	topics := protocol.Topics{Prefix: cfg.TopicPrefix}
 	subs, unsub, saveSubs := subscriptions(cfg, topics, log)
 
+	var stallClient atomic.Pointer[transport.Client] // set once the client exists
 	limits := process.Limits{MaxOutput: cfg.Exec.MaxOutputBytes, ScriptDir: filepath.Join(cfg.DataDir, ScriptDir)}
 	disp := dispatch.New(dispatch.Options{
 		HostID: cfg.HostID, Groups: cfg.Groups, Facts: cfg.Facts, OS: runtime.GOOS, Topics: topics,
@@ -124,6 +126,11 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 			protocol.KindScript:       process.Script{Limits: limits},
 			protocol.KindAgentStop:    agentctl.Handler{Reason: protocol.ReasonShutdown, Request: request},
 			protocol.KindAgentRestart: agentctl.Handler{Reason: protocol.ReasonRestart, Request: request},
+		},
+		OnStall: func() {
+			if c := stallClient.Load(); c != nil {
+				c.Reconnect(errors.New("a command could not be journaled: reconnecting so that the broker delivers it again"))
+			}
 		},
 		KillOrphan: func(raw json.RawMessage) (bool, error) {
 			var p runner.Proc
@@ -175,6 +182,7 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 	if err != nil {
 		return "", err
 	}
+	stallClient.Store(client)
 	pub := &outbox.Publisher{Store: store, Client: client, Timeout: time.Duration(cfg.Broker.WriteTimeout), Logger: log.With("component", "outbox")}
 
 	log.Info("agent starting", "version", o.Version, "host", cfg.HostID, "brokers", redactURLs(cfg.Broker.URLs),

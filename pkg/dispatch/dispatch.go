@@ -97,6 +97,10 @@ type Options struct {
 	Handlers map[string]Handler
 	// KillOrphan kills what is left of an interrupted command's processes.
 	KillOrphan OrphanKiller
+	// OnStall is called when a message had to be left unacknowledged (the
+	// journal could not be written): the broker does not deliver it again
+	// before the next session, so the caller should reconnect.
+	OnStall func()
 
 	MaxPayload     int
 	DefaultTTL     time.Duration
@@ -313,6 +317,9 @@ func (d *Dispatcher) handle(m transport.Message) {
 		}
 	}()
 	ack = d.check(m)
+	if !ack && d.o.OnStall != nil {
+		d.o.OnStall()
+	}
 }
 
 // received builds the "received" audit record of a command.
@@ -329,6 +336,12 @@ func (d *Dispatcher) check(m transport.Message) bool {
 	scope, name := d.o.Topics.ParseCmdTopic(m.Topic)
 	if !d.mine(scope, name) {
 		d.auditLocal(d.record(nil, m.Topic, protocol.DecisionIgnored, "not a command topic of this host"))
+		return true
+	}
+	if len(m.Payload) > 4*d.o.MaxPayload {
+		// Far over the limit: not worth parsing for an id.
+		d.malformed.Add(1)
+		d.publishAudit(d.record(nil, m.Topic, protocol.DecisionMalformed, fmt.Sprintf("payload: %d bytes, far over security.max_payload_bytes (%d)", len(m.Payload), d.o.MaxPayload)))
 		return true
 	}
 	env, err := protocol.Decode(m.Payload)
@@ -488,7 +501,16 @@ func (d *Dispatcher) reject(env *protocol.Envelope, topic, kid, reason string, j
 	}
 	res := d.result(j, out, time.Time{})
 	rec := d.record(env, topic, protocol.DecisionRejected, reason)
-	if err := d.o.Store.Push(d.resultMsg(j.env.ID, res), d.auditMsg(rec)); err != nil {
+	// Not authenticated: anyone who can publish here can send these, so
+	// they may be dropped when the outbox is full rather than crowd out
+	// real results (the local audit log keeps the record).
+	resMsg, audMsg := d.resultMsg(j.env.ID, res), d.auditMsg(rec)
+	resMsg.Droppable, audMsg.Droppable = true, true
+	if err := d.o.Store.Push(resMsg, audMsg); err != nil {
+		if errors.Is(err, state.ErrOutboxFull) {
+			d.log.Warn("outbox full: rejection of an unauthenticated command kept in the local audit log only", "id", env.ID)
+			return true // nothing was admitted; acknowledge it
+		}
 		d.log.Error("cannot store a rejection for publishing", "id", env.ID, "err", err)
 		return false
 	}
@@ -833,8 +855,12 @@ func (d *Dispatcher) auditLocal(rec *protocol.Audit) {
 	}
 }
 
+// publishAudit queues an audit record of an unauthenticated message
+// (malformed): droppable, like its rejection.
 func (d *Dispatcher) publishAudit(rec *protocol.Audit) {
-	if err := d.o.Store.Push(d.auditMsg(rec)); err != nil {
+	m := d.auditMsg(rec)
+	m.Droppable = true
+	if err := d.o.Store.Push(m); err != nil {
 		d.log.Warn("audit record not queued for publishing", "err", err)
 	}
 }

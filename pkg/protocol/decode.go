@@ -30,8 +30,9 @@ func fieldErr(field, format string, a ...any) *FieldError {
 
 // Envelope is a received payload after the first decoding stage: the command
 // bytes (unwrapped from a signed wrapper), the id, and the fields that the
-// agent checks before full validation (filter, target). Decode never fails
-// on a payload whose id is readable; full validation is Envelope.Command.
+// agent checks before full validation (filter, target). Decode fails only
+// when the payload has no readable, unambiguous id; full validation is
+// Envelope.Command.
 type Envelope struct {
 	// Raw is the exact command JSON: the payload itself, or the decoded
 	// bytes of a signed wrapper.
@@ -53,6 +54,9 @@ type Envelope struct {
 	FilterErr error
 
 	fields rawFields
+	// keyErr is the first ambiguous key of the command (see strict.go)
+	// outside id, signed, target and filter; Command returns it.
+	keyErr error
 }
 
 type rawFields struct {
@@ -78,11 +82,31 @@ func present(r json.RawMessage) bool { return len(r) > 0 && !bytes.Equal(r, []by
 
 // Decode performs the first decoding stage of a received payload. It returns
 // an error wrapping ErrMalformed when the payload is not a JSON object or has
-// no readable id (it would make a wrong result topic).
+// no readable id (it would make a wrong result topic), or when which
+// command it carries is ambiguous (see below).
+//
+// Keys must be unambiguous (see strict.go): a duplicate key, or a key that
+// differs only in case from a field name, makes
+//   - the payload malformed when it is "id" or "signed" (which command it
+//     is, is itself ambiguous);
+//   - in a signed wrapper (outside the signed bytes, so anyone on the way
+//     can add it), Envelope.SigErr: the command is rejected before its id
+//     enters the journal, so such a message cannot use up a real id;
+//   - under "target", Envelope.TargetErr; under "filter",
+//     Envelope.FilterErr;
+//   - anywhere else in the command (args included), an error from
+//     Envelope.Command: the command is rejected, naming the key.
 func Decode(payload []byte) (*Envelope, error) {
 	var f rawFields
 	if err := json.Unmarshal(payload, &f); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrMalformed, jsonErrText(err))
+	}
+	var probs keyProblems
+	if err := scanKeys(payload, commandSchema, &probs); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if probs.critical != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, probs.critical)
 	}
 	env := &Envelope{Raw: payload}
 	if present(f.Signed) {
@@ -102,8 +126,19 @@ func Decode(payload []byte) (*Envelope, error) {
 		if present(g.Signed) {
 			return nil, fmt.Errorf("%w: signed: nested signed wrapper", ErrMalformed)
 		}
+		wrapper := probs
+		probs = keyProblems{}
+		if err := scanKeys(inner, commandSchema, &probs); err != nil {
+			return nil, fmt.Errorf("%w: signed: %v", ErrMalformed, err)
+		}
+		if probs.critical != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, probs.critical)
+		}
 		env.Raw = inner
 		env.SigErr = decodeSig(&f, env)
+		if fe := wrapper.first(); fe != nil {
+			env.SigErr = &FieldError{Field: fe.Field, Msg: fe.Msg + " in the signed wrapper"}
+		}
 		f = g
 	}
 	env.fields = f
@@ -123,15 +158,22 @@ func Decode(payload []byte) (*Envelope, error) {
 			env.Operator = strings.ToValidUTF8(env.Operator[:256], "")
 		}
 	}
-	if present(f.Target) {
+	if probs.target != nil {
+		env.TargetErr = probs.target
+	} else if present(f.Target) {
 		if err := json.Unmarshal(f.Target, &env.Target); err != nil {
 			env.TargetErr = fieldErr("target", "must be a string")
 		} else if _, _, err := ParseTarget(env.Target); err != nil {
 			env.TargetErr = err
 		}
 	}
-	if present(f.Filter) {
+	if probs.filter != nil {
+		env.FilterErr = probs.filter
+	} else if present(f.Filter) {
 		env.Filter, env.FilterErr = decodeFilter(f.Filter)
+	}
+	if probs.other != nil {
+		env.keyErr = probs.other
 	}
 	return env, nil
 }
@@ -198,6 +240,9 @@ func ParseTarget(target string) (Scope, string, error) {
 // fill a missing expires_at (issued_at + ttl).
 func (e *Envelope) Command(ttl time.Duration) (*Command, error) {
 	f := &e.fields
+	if e.keyErr != nil {
+		return nil, e.keyErr
+	}
 	if !utf8.Valid(e.Raw) {
 		return nil, fieldErr("payload", "not valid UTF-8")
 	}
@@ -270,13 +315,23 @@ func (e *Envelope) Command(ttl time.Duration) (*Command, error) {
 }
 
 // DecodeArgs decodes a command's args into v (a pointer to one of the *Args
-// types), turning JSON errors into a FieldError under "args".
+// types, or any struct or map), turning JSON errors into a FieldError under
+// "args". As in Decode, keys must be unambiguous: a duplicate key (at any
+// depth), or a key that differs only in case from one of v's JSON field
+// names, is a FieldError naming it.
 func DecodeArgs(args json.RawMessage, v any) error {
 	if len(args) == 0 {
 		args = []byte("{}")
 	}
 	if err := json.Unmarshal(args, v); err != nil {
 		return typeErr("args", err)
+	}
+	var probs keyProblems
+	if err := scanKeys(args, structSchema(v), &probs); err != nil {
+		return fieldErr("args", "%v", err)
+	}
+	if fe := probs.first(); fe != nil {
+		return &FieldError{Field: "args." + fe.Field, Msg: fe.Msg}
 	}
 	return nil
 }

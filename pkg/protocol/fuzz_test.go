@@ -1,8 +1,10 @@
 package protocol_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +32,11 @@ func FuzzDecode(f *testing.F) {
 	}
 	for _, tc := range fieldCases {
 		f.Add(tc.payload)
+	}
+	for _, tc := range ambiguousCases {
+		if len(tc.payload) <= maxSeed {
+			f.Add(tc.payload)
+		}
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		env, err := protocol.Decode(payload)
@@ -59,6 +66,25 @@ func FuzzDecode(f *testing.F) {
 		if cmd.ID != env.ID || cmd.Kind == "" || cmd.V != protocol.Version || cmd.ExpiresAt == nil {
 			t.Fatalf("inconsistent command %+v from envelope id %q", cmd, env.ID)
 		}
+		// A parser that matches keys exactly and refuses duplicates reads
+		// the same command: what an operator tool shows is what runs.
+		top := exactObject(t, env.Raw)
+		var kind, id string
+		if json.Unmarshal(top["kind"], &kind) != nil || kind != cmd.Kind {
+			t.Fatalf("exact key \"kind\" is %s, Command says %q", top["kind"], cmd.Kind)
+		}
+		if json.Unmarshal(top["id"], &id) != nil || id != cmd.ID {
+			t.Fatalf("exact key \"id\" is %s, Command says %q", top["id"], cmd.ID)
+		}
+		if args, ok := top["args"]; ok && string(args) != "null" {
+			if !bytes.Equal(args, cmd.Args) {
+				t.Fatalf("exact key \"args\" is %s, Command says %s", args, cmd.Args)
+			}
+			exactObject(t, args)
+		}
+		if filter, ok := top["filter"]; ok && string(filter) != "null" {
+			exactObject(t, filter)
+		}
 		b, err := json.Marshal(cmd)
 		if err != nil {
 			t.Fatalf("Marshal(%+v): %v", cmd, err)
@@ -71,4 +97,41 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-Decode gave id %q kind %q, want %q %q (marshalled %s)", env2.ID, env2.Kind, cmd.ID, cmd.Kind, b)
 		}
 	})
+}
+
+// exactObject reads a JSON object with a token parser that matches keys
+// exactly, failing the test on a duplicate key or on a key that
+// encoding/json would match case-insensitively to a field of the command,
+// args or filter. It returns the raw members.
+func exactObject(t *testing.T, raw []byte) map[string]json.RawMessage {
+	t.Helper()
+	known := []string{"v", "id", "kind", "args", "target", "issued_at", "expires_at", "timeout_ms", "stream", "filter", "operator", "signed", "kid", "sig",
+		"argv", "cwd", "env", "stdin", "command", "shell", "content", "interpreter", "version", "url", "sha256", "signature", "purge",
+		"hosts", "groups", "os", "facts"}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("not an object: %s", raw)
+	}
+	out := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("token: %v in %s", err, raw)
+		}
+		k := tok.(string)
+		if _, dup := out[k]; dup {
+			t.Fatalf("duplicate key %q validated: %s", k, raw)
+		}
+		for _, n := range known {
+			if k != n && strings.EqualFold(k, n) {
+				t.Fatalf("case variant %q of %q validated: %s", k, n, raw)
+			}
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("value: %v in %s", err, raw)
+		}
+		out[k] = v
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mqagent/mqagent/pkg/protocol"
 	"github.com/mqagent/mqagent/pkg/security"
@@ -106,6 +107,14 @@ func TestVerify(t *testing.T) {
 		{"SigErr: sig not base64", true, []byte(`{"signed":"` + good.Signed + `","kid":"ops","sig":"@@"}`), "", security.ErrBadSignature},
 		{"SigErr: kid missing", true, []byte(`{"signed":"` + good.Signed + `","sig":"` + good.Sig + `"}`), "", security.ErrBadSignature},
 		{"SigErr: kid number", false, []byte(`{"signed":"` + good.Signed + `","kid":1,"sig":"` + good.Sig + `"}`), "", security.ErrBadSignature},
+		// The wrapper is not signed: anyone on the way could add to it, so
+		// an ambiguous one is refused before the command's id is journaled.
+		{"wrapper: kid twice, the last trusted", true, []byte(`{"signed":"` + good.Signed + `","kid":"eve","sig":"` + good.Sig + `","kid":"ops"}`), "", security.ErrBadSignature},
+		{"wrapper: kid twice, same value", true, []byte(`{"signed":"` + good.Signed + `","kid":"ops","sig":"` + good.Sig + `","kid":"ops"}`), "", security.ErrBadSignature},
+		{"wrapper: case variant of sig", true, []byte(`{"signed":"` + good.Signed + `","kid":"ops","Sig":"` + good.Sig + `"}`), "", security.ErrBadSignature},
+		{"wrapper: case variant of kid", true, []byte(`{"signed":"` + good.Signed + `","KID":"ops","sig":"` + good.Sig + `"}`), "", security.ErrBadSignature},
+		{"wrapper: unknown member twice", true, []byte(`{"signed":"` + good.Signed + `","kid":"ops","sig":"` + good.Sig + `","x":1,"x":2}`), "", security.ErrBadSignature},
+		{"wrapper: an unknown member is fine", true, []byte(`{"signed":"` + good.Signed + `","kid":"ops","sig":"` + good.Sig + `","note":"hi"}`), "ops", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -316,5 +325,31 @@ func TestVerifierConcurrent(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// A command its operator signed with a duplicate or case-variant key is
+// authentic (Verify passes, so its id is journaled) but never valid: what
+// an operator tool shows may not be what the agent would run.
+func TestSignedAmbiguousCommandIsRejected(t *testing.T) {
+	v := newVerifier(t, security.Policy{Keys: trusted(), RequireSigned: true})
+	for _, inner := range []string{
+		`{"v":1,"id":"c-1","kind":"ping","kind":"exec","args":{"argv":["true"]},"target":"all","issued_at":"2026-11-25T10:00:00Z"}`,
+		`{"v":1,"id":"c-1","kind":"ping","Kind":"exec","args":{"argv":["true"]},"target":"all","issued_at":"2026-11-25T10:00:00Z"}`,
+		`{"v":1,"id":"c-1","kind":"exec","args":{"argv":["true"],"ARGV":["false"]},"target":"all","issued_at":"2026-11-25T10:00:00Z"}`,
+	} {
+		env := decode(t, wrapper(t, security.Sign([]byte(inner), "ops", opsKey)))
+		if kid, err := v.Verify(env); err != nil || kid != "ops" {
+			t.Fatalf("Verify(%s) = %q, %v; want ops (the bytes are authentic)", inner, kid, err)
+		}
+		var fe *protocol.FieldError
+		if _, err := env.Command(time.Hour); !errors.As(err, &fe) || !strings.Contains(fe.Msg, "key") {
+			t.Errorf("Command(%s) = %v, want a FieldError about the key", inner, err)
+		}
+	}
+	// An ambiguous id makes the payload malformed: no id to answer under.
+	w := wrapper(t, security.Sign([]byte(`{"v":1,"id":"c-1","id":"c-2","kind":"ping","target":"all","issued_at":"2026-11-25T10:00:00Z"}`), "ops", opsKey))
+	if _, err := protocol.Decode(w); !errors.Is(err, protocol.ErrMalformed) {
+		t.Errorf("Decode of a signed command with two ids = %v, want ErrMalformed", err)
 	}
 }

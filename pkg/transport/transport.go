@@ -88,7 +88,9 @@ type Client struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	cur       mqtt.Client // nil while disconnected
+	cur       mqtt.Client   // nil while disconnected
+	down      chan struct{} // closed when cur's connection is lost
+	lostCh    chan error    // cur's loss channel, for Reconnect
 	session   uint64
 	broker    string
 	lastErr   string
@@ -171,7 +173,9 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		case err := <-lost:
 			c.setErr(err)
-			c.markLost()
+			if cl := c.markLost(); cl != nil && cl.IsConnectionOpen() {
+				cl.Disconnect(100) // Reconnect: drop it ourselves
+			}
 			c.reconnects.Add(1)
 			// Jitter even the first retry so a fleet does not reconnect
 			// in lockstep after a broker restart.
@@ -211,12 +215,31 @@ func (c *Client) setErr(err error) {
 	c.mu.Unlock()
 }
 
-func (c *Client) markLost() {
+// markLost forgets the current connection and returns it.
+func (c *Client) markLost() mqtt.Client {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cur != nil {
-		c.cur = nil
+	cl := c.cur
+	if cl != nil {
+		c.cur, c.lostCh = nil, nil
 		c.connected = make(chan struct{})
+	}
+	return cl
+}
+
+// Reconnect drops the current connection as if it was lost, so that the
+// broker delivers again what was not acknowledged; Run reconnects after a
+// jittered delay. It never blocks.
+func (c *Client) Reconnect(reason error) {
+	c.mu.Lock()
+	lost := c.lostCh
+	c.mu.Unlock()
+	if lost == nil {
+		return
+	}
+	select {
+	case lost <- reason:
+	default:
 	}
 }
 
@@ -229,6 +252,8 @@ func (c *Client) connect(ctx context.Context, first bool) (<-chan error, error) 
 		return nil, fmt.Errorf("session counter: %w", err)
 	}
 	lost := make(chan error, 1)
+	down := make(chan struct{}) // closed when this connection is lost
+	var downOnce sync.Once
 	var attempted atomic.Value // the broker URL of the last connection attempt
 	attempted.Store("")
 	handler := func(_ mqtt.Client, m mqtt.Message) {
@@ -254,6 +279,7 @@ func (c *Client) connect(ctx context.Context, first bool) (<-chan error, error) 
 			return cfg
 		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			downOnce.Do(func() { close(down) })
 			select {
 			case lost <- err:
 			default:
@@ -307,13 +333,17 @@ func (c *Client) connect(ctx context.Context, first bool) (<-chan error, error) 
 	}
 	broker := attempted.Load().(string)
 	c.mu.Lock()
-	c.cur, c.session, c.broker = cl, session, broker
+	c.cur, c.down, c.lostCh, c.session, c.broker = cl, down, lost, session, broker
 	close(c.connected)
 	c.mu.Unlock()
 	if c.o.OnConnect != nil {
 		c.o.OnConnect(ctx, first)
 	}
 	if err := c.PublishWait(ctx, c.o.WillTopic, 1, true, c.o.Birth(session)); err != nil {
+		// The birth may have reached the broker, and a clean disconnect
+		// discards the will: say offline ourselves while we still can (if
+		// the connection is broken, the broker publishes the will anyway).
+		_ = c.PublishWait(ctx, c.o.WillTopic, 1, true, c.o.Will(session))
 		c.markLost()
 		return drop(fmt.Errorf("publish birth: %w", err))
 	}
@@ -334,14 +364,16 @@ func (c *Client) wait(ctx context.Context, t mqtt.Token) error {
 
 // Token is an in-flight publish.
 type Token struct {
-	t  mqtt.Token
-	cl mqtt.Client
+	t    mqtt.Token
+	cl   mqtt.Client
+	down <-chan struct{}
 }
 
 // Wait waits up to d for the broker's acknowledgement. It reports success
 // only when the broker acknowledged the message on a connection that is
-// still up: paho also completes tokens when a connection is lost, so a
-// completed token alone is no proof of delivery.
+// still up, and fails at once when that connection is lost: with a
+// persistent session paho leaves such tokens pending (or, in other
+// setups, completes them without error), so a token alone proves nothing.
 func (t Token) Wait(d time.Duration) error {
 	if t.t == nil {
 		return ErrNotConnected
@@ -353,6 +385,8 @@ func (t Token) Wait(d time.Duration) error {
 		defer timer.Stop()
 		select {
 		case <-t.t.Done():
+		case <-t.down:
+			return ErrNotConnected
 		case <-timer.C:
 			return errors.New("publish not acknowledged in time")
 		}
@@ -370,12 +404,12 @@ func (t Token) Wait(d time.Duration) error {
 // long: when disconnected the returned Token fails with ErrNotConnected.
 func (c *Client) Publish(topic string, qos byte, retain bool, payload []byte) Token {
 	c.mu.Lock()
-	cl := c.cur
+	cl, down := c.cur, c.down
 	c.mu.Unlock()
 	if cl == nil {
 		return Token{}
 	}
-	return Token{t: cl.Publish(topic, qos, retain, payload), cl: cl}
+	return Token{t: cl.Publish(topic, qos, retain, payload), cl: cl, down: down}
 }
 
 // PublishWait publishes and waits for the acknowledgement (WriteTimeout).
@@ -386,6 +420,8 @@ func (c *Client) PublishWait(ctx context.Context, topic string, qos byte, retain
 	}
 	select {
 	case <-t.t.Done():
+	case <-t.down:
+		return ErrNotConnected
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(c.o.WriteTimeout):
