@@ -198,6 +198,11 @@ func buildMain(dir, pkg, version string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin, args...)
 	cmd.Dir = root
+	if !raceAgent() {
+		// The shipped binary is static (no libc): test that one. The
+		// race detector needs cgo, so race builds keep it.
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), root, err, msg)
 	}
