@@ -197,6 +197,10 @@ type Result struct {
 	Stderr          string          `json:"stderr"`
 	StdoutTruncated bool            `json:"stdout_truncated"`
 	StderrTruncated bool            `json:"stderr_truncated"`
+	StdoutEncoding  string          `json:"stdout_encoding,omitempty"` // output was not UTF-8: decoded from this (pkg/textenc)
+	StderrEncoding  string          `json:"stderr_encoding,omitempty"`
+	StdoutBase64    string          `json:"stdout_base64,omitempty"` // raw bytes when the decoding was a guess or lossy
+	StderrBase64    string          `json:"stderr_base64,omitempty"`
 	StartedAt       *Time           `json:"started_at,omitempty"`
 	FinishedAt      *Time           `json:"finished_at,omitempty"`
 	DurationMS      int64           `json:"duration_ms"`

@@ -18,10 +18,8 @@ import (
 // the command starts is in it, and the kernel kills them all when the last
 // handle to the job closes (release, or the agent dying).
 //
-// Known gap (to be hardened): the process is assigned to the job right after
-// CreateProcess, so a child it spawns in that instant is not in the job.
-// Creating it suspended needs the primary thread handle, which os/exec does
-// not expose.
+// The process is created suspended, assigned to the job, and only then
+// resumed: it cannot start a child before it is in the job.
 type jobTree struct {
 	pid     int
 	job     windows.Handle
@@ -33,15 +31,20 @@ type jobTree struct {
 
 // processAccess is what the tree needs on the leader's process handle.
 const processAccess = windows.PROCESS_SET_QUOTA | windows.PROCESS_TERMINATE |
-	windows.SYNCHRONIZE | windows.PROCESS_QUERY_LIMITED_INFORMATION
+	windows.SYNCHRONIZE | windows.PROCESS_QUERY_LIMITED_INFORMATION | windows.PROCESS_SUSPEND_RESUME
 
-// startTree starts cmd in a new, hidden console of its own (so a chcp or a
-// console control event never reaches the agent) and assigns it to a new Job
-// Object.
+var (
+	ntdll               = windows.NewLazySystemDLL("ntdll.dll")
+	procNtResumeProcess = ntdll.NewProc("NtResumeProcess")
+)
+
+// startTree starts cmd suspended in a new, hidden console of its own (so a
+// chcp or a console control event never reaches the agent), assigns it to
+// a new Job Object, then resumes it.
 func startTree(cmd *exec.Cmd, spec Spec) (osTree, error) {
 	attr := &syscall.SysProcAttr{
 		HideWindow:    true,
-		CreationFlags: windows.CREATE_NEW_CONSOLE,
+		CreationFlags: windows.CREATE_NEW_CONSOLE | windows.CREATE_SUSPENDED,
 		CmdLine:       spec.WindowsCmdLine,
 	}
 	if attr.CmdLine == "" {
@@ -61,16 +64,66 @@ func startTree(cmd *exec.Cmd, spec Spec) (osTree, error) {
 	h, err := windows.OpenProcess(processAccess, false, uint32(pid))
 	if err == nil {
 		if err = windows.AssignProcessToJobObject(job, h); err != nil {
+			err = fmt.Errorf("put %q in a job object: %w", cmd.Args[0], err)
+		} else if err = resumeProcess(h, uint32(pid)); err != nil {
+			err = fmt.Errorf("resume %q: %w", cmd.Args[0], err)
+		}
+		if err != nil {
 			_ = windows.CloseHandle(h)
 		}
+	} else {
+		err = fmt.Errorf("open process %q: %w", cmd.Args[0], err)
 	}
 	if err != nil {
-		_ = cmd.Process.Kill()
+		_ = cmd.Process.Kill() // it never ran: still suspended
 		_ = cmd.Wait()
 		_ = windows.CloseHandle(job)
-		return nil, fmt.Errorf("put %q in a job object: %w", cmd.Args[0], err)
+		return nil, err
 	}
 	return &jobTree{pid: pid, job: job, process: h}, nil
+}
+
+// resumeProcess resumes a process created suspended: NtResumeProcess, or
+// where that is missing or fails, ResumeThread on its threads (a process
+// created suspended has just its main thread).
+func resumeProcess(h windows.Handle, pid uint32) error {
+	if procNtResumeProcess.Find() == nil {
+		if status, _, _ := procNtResumeProcess.Call(uintptr(h)); status == 0 {
+			return nil
+		}
+	}
+	return resumeThreads(pid)
+}
+
+// resumeThreads resumes the threads of process pid found with a Toolhelp32
+// snapshot.
+func resumeThreads(pid uint32) error {
+	snap, err := windows.CreateToolhelp32Snapshot(windows.TH32CS_SNAPTHREAD, 0)
+	if err != nil {
+		return fmt.Errorf("thread snapshot: %w", err)
+	}
+	defer windows.CloseHandle(snap)
+	te := windows.ThreadEntry32{Size: uint32(unsafe.Sizeof(windows.ThreadEntry32{}))}
+	resumed := 0
+	for err = windows.Thread32First(snap, &te); err == nil; err = windows.Thread32Next(snap, &te) {
+		if te.OwnerProcessID != pid {
+			continue
+		}
+		th, err := windows.OpenThread(windows.THREAD_SUSPEND_RESUME, false, te.ThreadID)
+		if err != nil {
+			return fmt.Errorf("open thread %d: %w", te.ThreadID, err)
+		}
+		_, err = windows.ResumeThread(th)
+		_ = windows.CloseHandle(th)
+		if err != nil {
+			return fmt.Errorf("resume thread %d: %w", te.ThreadID, err)
+		}
+		resumed++
+	}
+	if resumed == 0 {
+		return errors.New("no thread found to resume")
+	}
+	return nil
 }
 
 func newKillOnCloseJob() (windows.Handle, error) {

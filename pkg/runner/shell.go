@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 )
@@ -15,11 +16,19 @@ var ErrUnsupportedShell = errors.New("unsupported shell")
 
 const (
 	// cmdUTF8 switches cmd's code page to UTF-8 first. "&" (not "&&") runs
-	// the command whether or not the switch worked (it fails when there is
-	// no console), and the exit status is the command's.
-	cmdUTF8 = "chcp 65001 >nul 2>&1 & "
-	// psUTF8 makes PowerShell write UTF-8 to the pipes.
-	psUTF8 = "[Console]::OutputEncoding=[Text.Encoding]::UTF8; "
+	// the command whether or not the switch worked (it fails without a
+	// console), and "(call )" resets ERRORLEVEL to 0 so that a failed chcp
+	// changes neither %ERRORLEVEL% nor the exit status of a command that
+	// leaves ERRORLEVEL alone (echo): the exit status is the command's.
+	cmdUTF8 = "chcp 65001 >nul 2>&1 & (call ) & "
+	// psUTF8 makes PowerShell write UTF-8 (without BOM) to the pipes; it
+	// cannot fail the command (no console: the setter throws, ignored).
+	psUTF8 = "try { [Console]::OutputEncoding = New-Object System.Text.UTF8Encoding $false } catch {}\n"
+	// psExit ends a PowerShell -Command with the exit status of the last
+	// statement: 0 when it succeeded; else the exit code of the last
+	// native program ($LASTEXITCODE, e.g. a script's `exit 3`), or 1.
+	// PowerShell itself would turn every failure into 1.
+	psExit = "\nif (-not $?) { if ($LASTEXITCODE) { exit $LASTEXITCODE } else { exit 1 } }"
 	// utf8BOM starts a .ps1: Windows PowerShell reads a script without
 	// BOM in the ANSI code page.
 	utf8BOM = "\ufeff"
@@ -34,10 +43,11 @@ var psFlags = []string{"-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Byp
 // An unknown or OS-unsupported shell is an error that names it.
 //
 // Unix supports sh, bash and pwsh; Windows supports cmd, powershell and pwsh.
-// On Windows, cmd runs as `cmd.exe /d /s /c "chcp 65001 >nul 2>&1 & command"`
+// On Windows, cmd runs as `cmd.exe /d /s /c "chcp 65001 >nul 2>&1 & (call ) & command"`
 // (Run passes the command to cmd verbatim, see Spec.WindowsCmdLine), and
 // PowerShell runs with -NoProfile -NonInteractive -ExecutionPolicy Bypass
-// -Command, with UTF-8 console output set first.
+// -Command: UTF-8 console output set first, the command, then a line that
+// keeps a failing native program's exit code (see psExit).
 func ShellArgv(shell, command string) ([]string, error) {
 	return shellArgv(runtime.GOOS, shell, command)
 }
@@ -60,7 +70,7 @@ func shellArgv(goos, shell, command string) ([]string, error) {
 	case name == "cmd" && windows:
 		return []string{"cmd.exe", "/d", "/s", "/c", cmdUTF8 + command}, nil
 	case (name == "powershell" || name == "pwsh") && windows:
-		return append(append([]string{name + ".exe"}, psFlags...), "-Command", psUTF8+command), nil
+		return append(append([]string{name + ".exe"}, psFlags...), "-Command", psUTF8+command+psExit), nil
 	case name == "pwsh":
 		return []string{"pwsh", "-NoProfile", "-NonInteractive", "-Command", command}, nil
 	}
@@ -75,16 +85,26 @@ func unsupported(what, name, goos string) error {
 	return fmt.Errorf("%w: unknown %s %q", ErrUnsupportedShell, what, name)
 }
 
-// WriteScript writes content to a new private temp file (dir created 0700 if missing; file 0700 on Unix)
-// under dir with the interpreter's extension (.sh, .cmd, .ps1, .py) and returns the argv that runs
-// it with args, and a cleanup that removes it. interpreter: "" (OS default: sh / cmd), "sh", "bash",
-// "cmd", "powershell", "pwsh", "python3". A .ps1 is written as UTF-8 with BOM.
+// WriteScript writes content to a script file with the interpreter's
+// extension (.sh, .cmd, .ps1, .py) in a new private directory under dir
+// (dir is created 0700 if missing; "" means os.TempDir()), and returns the
+// argv that runs it with args, and a cleanup that removes the file and its
+// directory. interpreter: "" (OS default: sh / cmd), "sh", "bash", "cmd",
+// "powershell", "pwsh", "python3".
 //
-// dir "" means os.TempDir(). A .cmd is written with CRLF line ends (cmd
-// mis-parses labels in LF-only batch files). Unix supports sh, bash, pwsh and
-// python3; Windows supports cmd, powershell, pwsh and python3 (run with
-// python3, else the py launcher, else python, whichever is found first).
-// cleanup may be called more than once.
+// The private directory is 0700 on Unix (the file 0700); on Windows it is
+// created with a protected DACL that grants full control to the agent's
+// user and SYSTEM only, which the file inherits. A .ps1 is written as UTF-8
+// with BOM (Windows PowerShell reads a script without BOM in the ANSI code
+// page); a .cmd with CRLF line ends (cmd mis-parses labels in LF-only batch
+// files). Unix supports sh, bash, pwsh and python3; Windows supports cmd,
+// powershell, pwsh and python3 (run with python3, else the py launcher,
+// else python, whichever is found first). On Windows a .cmd runs in cmd
+// with the UTF-8 code page switch of ShellArgv, and a .ps1 with
+// `-Command "& 'FILE' 'ARG'…"` after the UTF-8 output switch of ShellArgv
+// (so -File is not used): the exit status is the script's `exit N`, else
+// 0, or that of psExit when its last statement failed. cleanup may be
+// called more than once.
 func WriteScript(dir, interpreter, content string, args []string) (argv []string, cleanup func(), err error) {
 	return writeScript(runtime.GOOS, exec.LookPath, dir, interpreter, content, args)
 }
@@ -105,12 +125,15 @@ func writeScript(goos string, lookPath func(string) (string, error), dir, interp
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create script dir: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "script-*"+sc.ext) // 0600
+	private, err := createPrivateDir(dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("create script: %w", err)
+		return nil, nil, fmt.Errorf("create script dir: %w", err)
 	}
-	path := f.Name()
-	cleanup := func() { _ = os.Remove(path) }
+	path := filepath.Join(private, "script"+sc.ext)
+	cleanup := func() {
+		_ = os.Remove(path)
+		_ = os.Remove(private)
+	}
 	body := content
 	switch sc.ext {
 	case ".ps1":
@@ -120,17 +143,20 @@ func writeScript(goos string, lookPath func(string) (string, error), dir, interp
 	case ".cmd":
 		body = crlf(body)
 	}
+	perm := os.FileMode(0o700)
+	if goos == "windows" {
+		perm = 0o600
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("create script: %w", err)
+	}
 	_, werr := f.WriteString(body)
 	cerr := f.Close()
 	if err := errors.Join(werr, cerr); err != nil {
 		cleanup()
 		return nil, nil, fmt.Errorf("write script: %w", err)
-	}
-	if goos != "windows" {
-		if err := os.Chmod(path, 0o700); err != nil {
-			cleanup()
-			return nil, nil, fmt.Errorf("write script: %w", err)
-		}
 	}
 	return sc.argv(lookPath, path, args), cleanup, nil
 }
@@ -167,7 +193,13 @@ func scriptFor(goos, interpreter string) (script, error) {
 			return []string{"cmd.exe", "/d", "/s", "/c", line}
 		}}, nil
 	case (name == "powershell" || name == "pwsh") && windows:
-		return script{".ps1", plain(append(append([]string{name + ".exe"}, psFlags...), "-File")...)}, nil
+		return script{".ps1", func(_ func(string) (string, error), path string, args []string) []string {
+			call := "& " + psQuote(path)
+			for _, a := range args {
+				call += " " + psQuote(a)
+			}
+			return append(append([]string{name + ".exe"}, psFlags...), "-Command", psUTF8+call+psExit)
+		}}, nil
 	case name == "pwsh":
 		return script{".ps1", plain("pwsh", "-NoProfile", "-NonInteractive", "-File")}, nil
 	case name == "python3" && windows:
@@ -186,6 +218,24 @@ func scriptFor(goos, interpreter string) (script, error) {
 		return script{".py", plain("python3")}, nil
 	}
 	return script{}, unsupported("interpreter", name, goos)
+}
+
+// psQuote quotes s as a PowerShell single-quoted string: nothing is
+// expanded inside; each quote character (PowerShell also takes the
+// typographic single quotes as quotes) is doubled.
+func psQuote(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('\'')
+	for _, r := range s {
+		switch r {
+		case '\'', '\u2018', '\u2019', '\u201A', '\u201B':
+			b.WriteRune(r)
+		}
+		b.WriteRune(r)
+	}
+	b.WriteByte('\'')
+	return b.String()
 }
 
 // crlf turns every lone "\n" into "\r\n".

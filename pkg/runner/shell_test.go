@@ -8,10 +8,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mqagent/mqagent/test/windows/wintest"
 )
 
 func TestShellArgv(t *testing.T) {
-	const ps = "[Console]::OutputEncoding=[Text.Encoding]::UTF8; "
+	const (
+		ps     = "try { [Console]::OutputEncoding = New-Object System.Text.UTF8Encoding $false } catch {}\n"
+		psExit = "\nif (-not $?) { if ($LASTEXITCODE) { exit $LASTEXITCODE } else { exit 1 } }"
+	)
 	tests := []struct {
 		goos, shell, command string
 		want                 []string
@@ -26,10 +31,10 @@ func TestShellArgv(t *testing.T) {
 		{"linux", "zsh", "echo", nil, `unknown shell "zsh"`},
 		{"linux", "sh", "", nil, "empty"},
 		{"linux", "sh", "  \n", nil, "empty"},
-		{"windows", "", `echo "a b" & exit 3`, []string{"cmd.exe", "/d", "/s", "/c", `chcp 65001 >nul 2>&1 & echo "a b" & exit 3`}, ""},
-		{"windows", "cmd", "ver", []string{"cmd.exe", "/d", "/s", "/c", "chcp 65001 >nul 2>&1 & ver"}, ""},
-		{"windows", "powershell", "Get-Date", []string{"powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command", ps + "Get-Date"}, ""},
-		{"windows", "pwsh", "Get-Date", []string{"pwsh.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command", ps + "Get-Date"}, ""},
+		{"windows", "", `echo "a b" & exit 3`, []string{"cmd.exe", "/d", "/s", "/c", `chcp 65001 >nul 2>&1 & (call ) & echo "a b" & exit 3`}, ""},
+		{"windows", "cmd", "ver", []string{"cmd.exe", "/d", "/s", "/c", "chcp 65001 >nul 2>&1 & (call ) & ver"}, ""},
+		{"windows", "powershell", "Get-Date", []string{"powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command", ps + "Get-Date" + psExit}, ""},
+		{"windows", "pwsh", "Get-Date", []string{"pwsh.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command", ps + "Get-Date" + psExit}, ""},
 		{"windows", "sh", "ls", nil, `shell "sh" is not available on windows`},
 		{"windows", "fish", "ls", nil, `unknown shell "fish"`},
 	}
@@ -119,7 +124,11 @@ func TestCmdQuote(t *testing.T) {
 }
 
 func TestWriteScript(t *testing.T) {
-	const ps = "-NoProfile -NonInteractive -ExecutionPolicy Bypass -File"
+	const (
+		ps     = "-NoProfile -NonInteractive -ExecutionPolicy Bypass -Command"
+		psUTF8 = "try { [Console]::OutputEncoding = New-Object System.Text.UTF8Encoding $false } catch {}\n"
+		psExit = "\nif (-not $?) { if ($LASTEXITCODE) { exit $LASTEXITCODE } else { exit 1 } }"
+	)
 	found := func(names ...string) func(string) (string, error) {
 		return func(name string) (string, error) {
 			if slices.Contains(names, name) {
@@ -134,31 +143,34 @@ func TestWriteScript(t *testing.T) {
 		lookPath    func(string) (string, error)
 		interpreter string
 		content     string
+		args        []string
 		wantExt     string
 		wantArgv    string // with PATH for the script path
 		wantContent string
 	}{
-		{"unix default", "linux", nil, "", "echo hi\n", ".sh", "sh PATH a b", "echo hi\n"},
-		{"bash", "linux", nil, "bash", "echo hi", ".sh", "bash PATH a b", "echo hi"},
-		{"python3", "linux", nil, "python3", "print(1)", ".py", "python3 PATH a b", "print(1)"},
-		{"pwsh on unix", "linux", nil, "pwsh", "Get-Date", ".ps1", "pwsh -NoProfile -NonInteractive -File PATH a b", "\ufeffGet-Date"},
-		{"windows default", "windows", nil, "", "echo hi\r\nexit /b 3\n", ".cmd", `cmd.exe /d /s /c chcp 65001 >nul 2>&1 & PATH a b`, "echo hi\r\nexit /b 3\r\n"},
-		{"powershell", "windows", nil, "powershell", "\ufeffGet-Date", ".ps1", "powershell.exe " + ps + " PATH a b", "\ufeffGet-Date"},
-		{"pwsh", "windows", nil, "pwsh", "Get-Date", ".ps1", "pwsh.exe " + ps + " PATH a b", "\ufeffGet-Date"},
-		{"python3 on windows", "windows", found("python3", "py"), "python3", "x", ".py", "python3 PATH a b", "x"},
-		{"py launcher", "windows", found("py", "python"), "python3", "x", ".py", "py -3 PATH a b", "x"},
-		{"python", "windows", found("python"), "python3", "x", ".py", "python PATH a b", "x"},
-		{"no python at all", "windows", found(), "python3", "x", ".py", "python3 PATH a b", "x"},
+		{"unix default", "linux", nil, "", "echo hi\n", []string{"a", "b"}, ".sh", "sh PATH a b", "echo hi\n"},
+		{"bash", "linux", nil, "bash", "echo hi", []string{"a", "b"}, ".sh", "bash PATH a b", "echo hi"},
+		{"python3", "linux", nil, "python3", "print(1)", []string{"a", "b"}, ".py", "python3 PATH a b", "print(1)"},
+		{"pwsh on unix", "linux", nil, "pwsh", "Get-Date", []string{"a", "b"}, ".ps1", "pwsh -NoProfile -NonInteractive -File PATH a b", "\ufeffGet-Date"},
+		{"windows default", "windows", nil, "", "echo hi\r\nexit /b 3\n", []string{"a", "b c"}, ".cmd",
+			`cmd.exe /d /s /c chcp 65001 >nul 2>&1 & (call ) & PATH a "b c"`, "echo hi\r\nexit /b 3\r\n"},
+		{"powershell", "windows", nil, "powershell", "\ufeffGet-Date", []string{"a", "it's"}, ".ps1",
+			"powershell.exe " + ps + " " + psUTF8 + "& 'PATH' 'a' 'it''s'" + psExit, "\ufeffGet-Date"},
+		{"pwsh", "windows", nil, "pwsh", "Get-Date", nil, ".ps1", "pwsh.exe " + ps + " " + psUTF8 + "& 'PATH'" + psExit, "\ufeffGet-Date"},
+		{"python3 on windows", "windows", found("python3", "py"), "python3", "x", []string{"a", "b"}, ".py", "python3 PATH a b", "x"},
+		{"py launcher", "windows", found("py", "python"), "python3", "x", []string{"a", "b"}, ".py", "py -3 PATH a b", "x"},
+		{"python", "windows", found("python"), "python3", "x", []string{"a", "b"}, ".py", "python PATH a b", "x"},
+		{"no python at all", "windows", found(), "python3", "x", []string{"a", "b"}, ".py", "python3 PATH a b", "x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "scripts", "nested")
-			argv, cleanup, err := writeScript(tt.goos, tt.lookPath, dir, tt.interpreter, tt.content, []string{"a", "b"})
+			dir := filepath.Join(wintest.TempDir(t), "scripts", "nested")
+			argv, cleanup, err := writeScript(tt.goos, tt.lookPath, dir, tt.interpreter, tt.content, tt.args)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var path string
-			for _, a := range argv { // the script is an argument, or inside the cmd /c line
+			for _, a := range argv { // the script is an argument, or inside the cmd /c or -Command line
 				if i := strings.Index(a, dir); i >= 0 {
 					rest := a[i:]
 					if j := strings.Index(rest, tt.wantExt); j >= 0 {
@@ -166,8 +178,9 @@ func TestWriteScript(t *testing.T) {
 					}
 				}
 			}
-			if path == "" || filepath.Dir(path) != dir || filepath.Ext(path) != tt.wantExt {
-				t.Fatalf("argv %q: no script %s in %s", argv, tt.wantExt, dir)
+			private := filepath.Dir(path)
+			if path == "" || filepath.Dir(private) != dir || !strings.HasPrefix(filepath.Base(private), "run-") || filepath.Ext(path) != tt.wantExt {
+				t.Fatalf("argv %q: no script %s in a run-* directory in %s", argv, tt.wantExt, dir)
 			}
 			if got := strings.ReplaceAll(strings.Join(argv, " "), path, "PATH"); got != tt.wantArgv {
 				t.Errorf("argv = %q, want %q", got, tt.wantArgv)
@@ -187,20 +200,44 @@ func TestWriteScript(t *testing.T) {
 				if want := os.FileMode(0o700); tt.goos != "windows" && fi.Mode().Perm() != want {
 					t.Errorf("script mode = %v, want %v", fi.Mode().Perm(), want)
 				}
-				di, err := os.Stat(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if di.Mode().Perm() != 0o700 {
-					t.Errorf("created dir mode = %v, want 0700", di.Mode().Perm())
+				for _, d := range []string{dir, private} {
+					di, err := os.Stat(d)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if di.Mode().Perm() != 0o700 {
+						t.Errorf("%s mode = %v, want 0700", d, di.Mode().Perm())
+					}
 				}
 			}
 			cleanup()
-			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("after cleanup: stat err = %v, want not exist", err)
+			for _, p := range []string{path, private} {
+				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("after cleanup: stat %s: err = %v, want not exist", p, err)
+				}
+			}
+			if _, err := os.Stat(dir); err != nil {
+				t.Errorf("cleanup removed the scripts directory itself: %v", err)
 			}
 			cleanup() // twice is fine
 		})
+	}
+}
+
+func TestPSQuote(t *testing.T) {
+	tests := map[string]string{
+		"":                    "''",
+		"plain":               "'plain'",
+		"it's":                "'it''s'",
+		`C:\dir x\$env:X`:     `'C:\dir x\$env:X'`,
+		"a\u2019b":            "'a\u2019\u2019b'",
+		"\u2018x\u201a\u201b": "'\u2018\u2018x\u201a\u201a\u201b\u201b'",
+		`"dq"`:                `'"dq"'`,
+	}
+	for in, want := range tests {
+		if got := psQuote(in); got != want {
+			t.Errorf("psQuote(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
@@ -218,7 +255,7 @@ func TestWriteScriptErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.goos+"/"+tt.interpreter, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := wintest.TempDir(t)
 			_, _, err := writeScript(tt.goos, nil, dir, tt.interpreter, "x", tt.args)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)

@@ -70,6 +70,18 @@ func TestDecode(t *testing.T) {
 		{"script args element an object", process.Script{}, `{"content":"x","args":[{}]}`, "args.args"},
 		{"script args NUL", process.Script{}, `{"content":"x","args":["a\u0000"]}`, "args.args"},
 		{"script args not an object", process.Script{}, `7`, "args"},
+
+		{"exec encoding", process.Exec{}, `{"argv":["x"],"encoding":"cp866"}`, ""},
+		{"exec encoding code page", process.Exec{}, `{"argv":["x"],"encoding":"936"}`, ""},
+		{"exec encoding unknown", process.Exec{}, `{"argv":["x"],"encoding":"klingon"}`, "args.encoding"},
+		{"exec encoding a number", process.Exec{}, `{"argv":["x"],"encoding":936}`, "args.encoding"},
+		{"exec encoding case variant", process.Exec{}, `{"argv":["x"],"Encoding":"gbk"}`, "args.Encoding"},
+		{"shell encoding", process.Shell{}, `{"command":"x","encoding":"Shift_JIS"}`, ""},
+		{"shell encoding unknown", process.Shell{}, `{"command":"x","encoding":"utf-7"}`, "args.encoding"},
+		{"shell encoding empty means detect", process.Shell{}, `{"command":"x","encoding":""}`, ""},
+		{"script encoding", process.Script{}, `{"content":"x","encoding":"utf-16le"}`, ""},
+		{"script encoding unknown", process.Script{}, `{"content":"x","encoding":"ebcdic-klingon"}`, "args.encoding"},
+		{"script encoding duplicate", process.Script{}, `{"content":"x","encoding":"gbk","encoding":"big5"}`, "args.encoding"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,10 +1,19 @@
 // Package process implements the command kinds that run host processes:
 // exec (an argv), shell (a command line in a shell) and script (a script
 // file written to a private temp directory and run by an interpreter).
+//
+// Output is published as UTF-8 (pkg/textenc): valid UTF-8 unchanged, other
+// output decoded from the encoding named by the command's "encoding" arg,
+// or else from the one detected (the system's code pages or locale first).
+// The result names that encoding (stdout_encoding, stderr_encoding) and,
+// when the choice was a guess or the decoding lossy, carries the raw bytes
+// (stdout_base64, stderr_base64). Streamed chunks are decoded the same way,
+// never splitting a character.
 package process
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,6 +22,7 @@ import (
 	"github.com/mqagent/mqagent/pkg/dispatch"
 	"github.com/mqagent/mqagent/pkg/protocol"
 	"github.com/mqagent/mqagent/pkg/runner"
+	"github.com/mqagent/mqagent/pkg/textenc"
 )
 
 // Limits shared by the three kinds.
@@ -26,19 +36,81 @@ type execReq struct {
 	dir   string
 	env   map[string]string
 	stdin []byte
+	enc   textenc.Encoding // zero: detect
+}
+
+// encodingField is the arg that forces the output encoding, on every kind.
+const encodingField = "args.encoding"
+
+// decodeEncoding reads the encoding arg of any kind and resolves it ("" or
+// absent: detect).
+func decodeEncoding(args json.RawMessage) (textenc.Encoding, error) {
+	var a struct {
+		Encoding string `json:"encoding"`
+	}
+	if err := protocol.DecodeArgs(args, &a); err != nil {
+		return textenc.Encoding{}, err
+	}
+	name := a.Encoding
+	if name == "" {
+		return textenc.Encoding{}, nil
+	}
+	e, err := textenc.Lookup(name)
+	if err != nil {
+		return e, &protocol.FieldError{Field: encodingField,
+			Msg: fmt.Sprintf("unknown encoding %q (use a name such as utf-8, gbk, shift_jis, big5, euc-kr, cp866, cp437, windows-1252, koi8-r, utf-16le, or a Windows code page number)", name)}
+	}
+	return e, nil
+}
+
+// decoder is the output decoder for a request: the forced encoding, or
+// detection preferring the system's encodings (on Unix the locale of the
+// command's environment: its env args over the agent's).
+func decoder(r execReq) *textenc.Decoder {
+	if !r.enc.IsZero() {
+		return &textenc.Decoder{Forced: r.enc}
+	}
+	getenv := func(k string) string {
+		if v, ok := r.env[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	}
+	return &textenc.Decoder{Priors: textenc.SystemPriors(getenv)}
 }
 
 func run(ctx context.Context, call *dispatch.Call, l Limits, r execReq) dispatch.Outcome {
-	spec := runner.Spec{Argv: r.argv, Dir: r.dir, Env: r.env, Stdin: r.stdin, MaxOutput: l.MaxOutput, OnOutput: call.Output}
+	dec := decoder(r)
+	spec := runner.Spec{Argv: r.argv, Dir: r.dir, Env: r.env, Stdin: r.stdin, MaxOutput: l.MaxOutput}
+	var streams map[string]*textenc.Stream
+	if call.Output != nil {
+		streams = map[string]*textenc.Stream{runner.Stdout: dec.Stream(), runner.Stderr: dec.Stream()}
+		spec.OnOutput = func(stream string, data []byte) {
+			if text := streams[stream].Write(data); len(text) > 0 {
+				call.Output(stream, text)
+			}
+		}
+	}
 	if call.Started != nil {
 		spec.OnStart = func(p runner.Proc) { call.Started(p) }
 	}
 	res := runner.Run(ctx, spec)
+	if streams != nil { // Run no longer calls OnOutput
+		for _, s := range []struct {
+			name      string
+			truncated bool
+		}{{runner.Stdout, res.StdoutTruncated}, {runner.Stderr, res.StderrTruncated}} {
+			if text := streams[s.name].Flush(s.truncated); len(text) > 0 {
+				call.Output(s.name, text)
+			}
+		}
+	}
 	out := dispatch.Outcome{
-		Stdout: res.Stdout, Stderr: res.Stderr,
 		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated,
 		Started: res.Started,
 	}
+	out.Stdout, out.StdoutEncoding, out.StdoutBase64 = decodeOutput(dec, res.Stdout, res.StdoutTruncated)
+	out.Stderr, out.StderrEncoding, out.StderrBase64 = decodeOutput(dec, res.Stderr, res.StderrTruncated)
 	switch {
 	case res.StartErr != nil:
 		out.State, out.Error = protocol.StateFailed, "could not start: "+res.StartErr.Error()
@@ -55,6 +127,28 @@ func run(ctx context.Context, call *dispatch.Call, l Limits, r execReq) dispatch
 		out.Error = fmt.Sprintf("exit status %d", code)
 	}
 	return out
+}
+
+// decodeOutput decodes one captured stream: the UTF-8 text, the encoding
+// it was decoded from ("" when it was valid UTF-8 already), and the raw
+// bytes in base64 when the decoding is not trustworthy.
+func decodeOutput(dec *textenc.Decoder, raw []byte, truncated bool) (text []byte, enc, b64 string) {
+	if len(raw) == 0 {
+		return raw, "", ""
+	}
+	r := dec.Decode(raw, truncated)
+	if r.Encoding.Name() != textenc.UTF8.Name() || !r.Confident {
+		enc = r.Encoding.Name()
+	}
+	if !r.Confident {
+		b64 = base64.StdEncoding.EncodeToString(raw)
+	}
+	return r.Text, enc, b64
+}
+
+type execRequest struct {
+	args protocol.ExecArgs
+	enc  textenc.Encoding
 }
 
 // Exec implements the exec kind.
@@ -85,18 +179,22 @@ func (Exec) Decode(args json.RawMessage) (any, error) {
 			return nil, &protocol.FieldError{Field: "args.env", Msg: fmt.Sprintf("the value of %q contains a NUL byte", k)}
 		}
 	}
-	return a, nil
+	enc, err := decodeEncoding(args)
+	if err != nil {
+		return nil, err
+	}
+	return execRequest{args: a, enc: enc}, nil
 }
 
 // Summary is the argv, without env values or stdin.
-func (Exec) Summary(req any) string { return strings.Join(req.(protocol.ExecArgs).Argv, " ") }
+func (Exec) Summary(req any) string { return strings.Join(req.(execRequest).args.Argv, " ") }
 
 // Run runs the argv.
 func (e Exec) Run(ctx context.Context, call *dispatch.Call) dispatch.Outcome {
-	a := call.Req.(protocol.ExecArgs)
-	r := execReq{argv: a.Argv, dir: a.Cwd, env: a.Env}
-	if a.Stdin != "" {
-		r.stdin = []byte(a.Stdin)
+	q := call.Req.(execRequest)
+	r := execReq{argv: q.args.Argv, dir: q.args.Cwd, env: q.args.Env, enc: q.enc}
+	if q.args.Stdin != "" {
+		r.stdin = []byte(q.args.Stdin)
 	}
 	return run(ctx, call, e.Limits, r)
 }
@@ -107,6 +205,7 @@ type Shell struct{ Limits Limits }
 type shellReq struct {
 	args protocol.ShellArgs
 	argv []string
+	enc  textenc.Encoding
 }
 
 // Decode validates shell args.
@@ -125,7 +224,11 @@ func (Shell) Decode(args json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, &protocol.FieldError{Field: "args.shell", Msg: err.Error()}
 	}
-	return shellReq{args: a, argv: argv}, nil
+	enc, err := decodeEncoding(args)
+	if err != nil {
+		return nil, err
+	}
+	return shellReq{args: a, argv: argv, enc: enc}, nil
 }
 
 // Summary is the command line.
@@ -133,13 +236,19 @@ func (Shell) Summary(req any) string { return req.(shellReq).args.Command }
 
 // Run runs the command line.
 func (s Shell) Run(ctx context.Context, call *dispatch.Call) dispatch.Outcome {
-	return run(ctx, call, s.Limits, execReq{argv: call.Req.(shellReq).argv})
+	q := call.Req.(shellReq)
+	return run(ctx, call, s.Limits, execReq{argv: q.argv, enc: q.enc})
 }
 
 // Script implements the script kind.
 type Script struct{ Limits Limits }
 
 var interpreters = map[string]bool{"": true, "sh": true, "bash": true, "cmd": true, "powershell": true, "pwsh": true, "python3": true}
+
+type scriptReq struct {
+	args protocol.ScriptArgs
+	enc  textenc.Encoding
+}
 
 // Decode validates script args.
 func (Script) Decode(args json.RawMessage) (any, error) {
@@ -158,12 +267,16 @@ func (Script) Decode(args json.RawMessage) (any, error) {
 			return nil, &protocol.FieldError{Field: "args.args", Msg: fmt.Sprintf("element %d contains a NUL byte", i)}
 		}
 	}
-	return a, nil
+	enc, err := decodeEncoding(args)
+	if err != nil {
+		return nil, err
+	}
+	return scriptReq{args: a, enc: enc}, nil
 }
 
 // Summary names the interpreter and size, not the content.
 func (Script) Summary(req any) string {
-	a := req.(protocol.ScriptArgs)
+	a := req.(scriptReq).args
 	in := a.Interpreter
 	if in == "" {
 		in = "default"
@@ -173,15 +286,15 @@ func (Script) Summary(req any) string {
 
 // Run writes the script to a private file and runs it.
 func (s Script) Run(ctx context.Context, call *dispatch.Call) dispatch.Outcome {
-	a := call.Req.(protocol.ScriptArgs)
+	q := call.Req.(scriptReq)
 	dir := s.Limits.ScriptDir
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	argv, cleanup, err := runner.WriteScript(dir, a.Interpreter, a.Content, a.Args)
+	argv, cleanup, err := runner.WriteScript(dir, q.args.Interpreter, q.args.Content, q.args.Args)
 	if err != nil {
 		return dispatch.Outcome{State: protocol.StateFailed, Error: "could not write the script: " + err.Error()}
 	}
 	defer cleanup()
-	return run(ctx, call, s.Limits, execReq{argv: argv})
+	return run(ctx, call, s.Limits, execReq{argv: argv, enc: q.enc})
 }

@@ -232,8 +232,8 @@ func TestScriptFileRemovedAfterRun(t *testing.T) {
 		t.Fatalf("state %q exit %s (%s): the script did not see its own file", o.State, exitCode(o), o.Error)
 	}
 	path := strings.TrimSpace(string(o.Stdout))
-	if filepath.Dir(path) != dir {
-		t.Fatalf("script ran from %s, want a file in %s", path, dir)
+	if filepath.Dir(filepath.Dir(path)) != dir {
+		t.Fatalf("script ran from %s, want a file in a private directory in %s", path, dir)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("script file %s still there after the run (stat: %v)", path, err)
