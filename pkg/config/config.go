@@ -80,6 +80,13 @@ type Metrics struct {
 // Inventory configures the periodic inventory.
 type Inventory struct {
 	Interval Duration `yaml:"interval"`
+	// FactsDir holds custom facts: files of key=value lines or a JSON
+	// object, and executables printing either. Default: facts.d in the
+	// data directory; "-" for none.
+	FactsDir string `yaml:"facts_dir"`
+	// Software adds the installed packages (dpkg/rpm, the Windows
+	// uninstall keys) to the inventory, capped in size.
+	Software bool `yaml:"software"`
 }
 
 // Exec holds the limits of command execution.
@@ -134,6 +141,11 @@ type Update struct {
 	// PublicKey verifies update binaries (standard base64 ed25519). It must
 	// differ from every trusted key. Empty disables signed updates.
 	PublicKey string `yaml:"public_key"`
+	// HealthTimeout is how long a new version has to come online before
+	// the previous binary is restored (default 2m).
+	HealthTimeout Duration `yaml:"health_timeout"`
+	// MaxBytes is the largest update binary accepted (default 128 MiB).
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // Log configures the agent's own log.
@@ -167,6 +179,8 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogMaxSizeMB    = 20
 	DefaultLogMaxBackups   = 5
+	DefaultHealthTimeout   = 2 * time.Minute
+	DefaultUpdateMaxBytes  = 128 << 20
 	// LogFileName is the log file's name in the data directory when the
 	// agent runs as a service.
 	LogFileName = "mqagent.log"
@@ -221,6 +235,7 @@ func Default() *Config {
 			DefaultTTL:      Duration(DefaultTTL),
 			MaxClockSkew:    Duration(DefaultMaxClockSkew),
 		},
+		Update: Update{HealthTimeout: Duration(DefaultHealthTimeout), MaxBytes: DefaultUpdateMaxBytes},
 		Log: Log{
 			Level:      DefaultLogLevel,
 			MaxSizeMB:  DefaultLogMaxSizeMB,

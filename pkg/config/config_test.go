@@ -152,7 +152,7 @@ func TestParseValid(t *testing.T) {
 					DefaultTTL:      Duration(15 * time.Minute),
 					MaxClockSkew:    Duration(30 * time.Second),
 				},
-				Update: Update{PublicKey: key3},
+				Update: Update{PublicKey: key3, HealthTimeout: Duration(DefaultHealthTimeout), MaxBytes: DefaultUpdateMaxBytes},
 				Log:    Log{Level: "debug", File: "/var/log/mqagent/agent.log", MaxSizeMB: 5, MaxBackups: 2},
 			}
 		}},

@@ -305,6 +305,10 @@ func (c *Config) validateSecurity(v *validator) {
 	v.minDur("security.default_ttl", s.DefaultTTL, time.Millisecond)
 	v.minDur("security.max_clock_skew", s.MaxClockSkew, 0)
 
+	v.minDur("update.health_timeout", c.Update.HealthTimeout, time.Second)
+	if c.Update.MaxBytes < 1<<10 {
+		v.add("update.max_bytes", "%d is too small (at least 1024)", c.Update.MaxBytes)
+	}
 	if c.Update.PublicKey != "" {
 		upk, err := ParseKey(c.Update.PublicKey)
 		if err != nil {

@@ -147,6 +147,8 @@ var invalidCases = []invalidCase{
 	{name: "ttl zero", yaml: `security: {default_ttl: 0s}`, paths: []string{"security.default_ttl"}},
 	{name: "skew negative", yaml: `security: {max_clock_skew: -1m}`, paths: []string{"security.max_clock_skew"}},
 	{name: "update key bad", yaml: `update: {public_key: "abc"}`, paths: []string{"update.public_key"}},
+	{name: "update health timeout", yaml: `update: {health_timeout: 10ms}`, paths: []string{"update.health_timeout"}},
+	{name: "update max bytes", yaml: `update: {max_bytes: 0}`, paths: []string{"update.max_bytes"}},
 	{
 		name:  "update key is a trusted key",
 		yaml:  `{security: {trusted_keys: [{id: a, public_key: "$K2"}, {id: b, public_key: "$K1"}]}, update: {public_key: "$K1"}}`,

@@ -33,7 +33,9 @@ import (
 	"github.com/mqagent/mqagent/pkg/runner"
 	"github.com/mqagent/mqagent/pkg/security"
 	"github.com/mqagent/mqagent/pkg/state"
+	"github.com/mqagent/mqagent/pkg/sysinfo"
 	"github.com/mqagent/mqagent/pkg/transport"
+	"github.com/mqagent/mqagent/pkg/update"
 )
 
 // Options are what the agent runs with.
@@ -44,6 +46,15 @@ type Options struct {
 	// Reason is the offline reason published on a graceful stop; default
 	// "shutdown".
 	Reason func() string
+	// SysInfo reads the host for metrics and inventory; nil is the real
+	// host (gopsutil). Tests supply a fixture.
+	SysInfo sysinfo.Source
+	// Update enables agent.update and finishes an update left by the
+	// previous process (selfcontrol.go); nil: the kind is not handled.
+	Update *update.Manager
+	// Uninstall enables agent.uninstall: the caller carries it out once
+	// RunUntil returns "uninstall" (see ReadUninstall).
+	Uninstall bool
 }
 
 // File names in the data directory.
@@ -115,18 +126,28 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 	subs, unsub, saveSubs := subscriptions(cfg, topics, log)
 
 	var stallClient atomic.Pointer[transport.Client] // set once the client exists
+	var disp *dispatch.Dispatcher
+	tel, err := newTelemetry(cfg, o.SysInfo, topics, o.Version, log,
+		health(func() *dispatch.Dispatcher { return disp }, store, stallClient.Load))
+	if err != nil {
+		return "", err
+	}
+	tel.buildFirst(ctx)
 	limits := process.Limits{MaxOutput: cfg.Exec.MaxOutputBytes, ScriptDir: filepath.Join(cfg.DataDir, ScriptDir)}
-	disp := dispatch.New(dispatch.Options{
-		HostID: cfg.HostID, Groups: cfg.Groups, Facts: cfg.Facts, OS: runtime.GOOS, Topics: topics,
+	handlers := map[string]dispatch.Handler{
+		protocol.KindPing:         ping.Handler{Version: o.Version, Started: started},
+		protocol.KindExec:         process.Exec{Limits: limits},
+		protocol.KindShell:        process.Shell{Limits: limits},
+		protocol.KindScript:       process.Script{Limits: limits},
+		protocol.KindAgentStop:    agentctl.Handler{Reason: protocol.ReasonShutdown, Request: request},
+		protocol.KindAgentRestart: agentctl.Handler{Reason: protocol.ReasonRestart, Request: request},
+	}
+	tel.handlers(handlers, log.With("component", "inventory"))
+	selfControlHandlers(o, handlers, request)
+	disp = dispatch.New(dispatch.Options{
+		HostID: cfg.HostID, Groups: cfg.Groups, Facts: cfg.Facts, FactsFunc: tel.inv.Facts, OS: runtime.GOOS, Topics: topics,
 		Verifier: verifier, Store: store, Audit: auditLog,
-		Handlers: map[string]dispatch.Handler{
-			protocol.KindPing:         ping.Handler{Version: o.Version, Started: started},
-			protocol.KindExec:         process.Exec{Limits: limits},
-			protocol.KindShell:        process.Shell{Limits: limits},
-			protocol.KindScript:       process.Script{Limits: limits},
-			protocol.KindAgentStop:    agentctl.Handler{Reason: protocol.ReasonShutdown, Request: request},
-			protocol.KindAgentRestart: agentctl.Handler{Reason: protocol.ReasonRestart, Request: request},
-		},
+		Handlers: handlers,
 		OnStall: func() {
 			if c := stallClient.Load(); c != nil {
 				c.Reconnect(errors.New("a command could not be journaled: reconnecting so that the broker delivers it again"))
@@ -172,10 +193,11 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 		Will:        func(s uint64) []byte { return status(protocol.StatusOffline, protocol.ReasonLost, s) },
 		Birth:       func(s uint64) []byte { return status(protocol.StatusOnline, "", s) },
 		OnMessage:   disp.Submit,
-		OnConnect: func(_ context.Context, first bool) {
+		OnConnect: func(ctx context.Context, first bool) {
 			if first {
 				saveSubs()
 			}
+			tel.onConnect(ctx, first)
 		},
 		Logger: log.With("component", "transport"),
 	})
@@ -183,6 +205,7 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 		return "", err
 	}
 	stallClient.Store(client)
+	tel.start(client, topics)
 	pub := &outbox.Publisher{Store: store, Client: client, Timeout: time.Duration(cfg.Broker.WriteTimeout), Logger: log.With("component", "outbox")}
 
 	log.Info("agent starting", "version", o.Version, "host", cfg.HostID, "brokers", redactURLs(cfg.Broker.URLs),
@@ -208,7 +231,10 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 	swDone := make(chan struct{})
 	go func() { defer close(swDone); sw.run(swCtx) }()
 
+	stopSelfControl := startSelfControl(o, disp, client, started, request, log)
 	runErr := disp.Run(ctx, time.Duration(cfg.Exec.GracePeriod))
+	stopSelfControl()
+	tel.stop()
 	stopSW()
 	<-swDone
 
@@ -254,6 +280,9 @@ func RunUntil(parent context.Context, o Options) (reason string, err error) {
 		if err := offline(st.Session); err != nil {
 			log.Warn("offline status not published", "err", err)
 		}
+	}
+	if reason == protocol.ReasonUninstall {
+		clearRetained(client, topics, cfg.HostID, log)
 	}
 	client.Disconnect()
 	if syncErr := auditLog.Sync(); syncErr != nil {

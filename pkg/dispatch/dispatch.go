@@ -9,6 +9,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -74,6 +75,13 @@ type Outcome struct {
 	Error           string
 	Data            any
 	Started         time.Time
+	// Detached: the final result comes later, through Complete (agent.update:
+	// from the new agent process); the journal entry stays running.
+	Detached bool
+	// Output that was not UTF-8: the encoding it was decoded from, and the
+	// raw bytes in base64 when that decoding was a guess (protocol.Result).
+	StdoutEncoding, StderrEncoding string
+	StdoutBase64, StderrBase64     string
 }
 
 // Causes of a command's context ending.
@@ -83,16 +91,44 @@ var (
 	ErrInterrupted = errors.New(protocol.ErrInterrupted)
 )
 
+// Store is the journal and outbox the pipeline writes to. *state.Store
+// implements it and is what the agent uses; the swarm simulator
+// (test/swarm) supplies an in-memory one to run thousands of simulated
+// hosts in one process.
+type Store interface {
+	Admit(e state.Entry, out ...state.Message) (existing state.Entry, admitted bool, err error)
+	SetRunning(id string, proc json.RawMessage, out ...state.Message) error
+	Finish(id, st string, result []byte, out ...state.Message) error
+	Push(msgs ...state.Message) error
+	Get(id string) (e state.Entry, ok bool, err error)
+	Unfinished() ([]state.Entry, error)
+	Prune(now time.Time) (int, error)
+}
+
+var _ Store = (*state.Store)(nil)
+
+// Verifier checks a command's signature and kind against the host's
+// policy. *security.Verifier implements it and is what the agent uses.
+type Verifier interface {
+	Verify(env *protocol.Envelope) (kid string, err error)
+	Allow(kid, kind string) error
+}
+
+var _ Verifier = (*security.Verifier)(nil)
+
 // Options configure a Dispatcher.
 type Options struct {
 	HostID string
 	Groups []string
 	Facts  map[string]string
-	OS     string
-	Topics protocol.Topics
+	// FactsFunc, when set, supplies the current facts (config plus the
+	// facts directory, refreshed with the inventory) instead of Facts.
+	FactsFunc func() map[string]string
+	OS        string
+	Topics    protocol.Topics
 
-	Verifier *security.Verifier
-	Store    *state.Store
+	Verifier Verifier
+	Store    Store
 	Audit    *audit.Log
 	Handlers map[string]Handler
 	// KillOrphan kills what is left of an interrupted command's processes.
@@ -109,6 +145,10 @@ type Options struct {
 	MaxTimeout     time.Duration
 	MaxConcurrent  int
 	MaxQueue       int
+	// IntakeSize is how many received messages may wait for the intake
+	// goroutine (0: 64). The swarm simulator, which calls Handle itself
+	// and never Submit, sets 1.
+	IntakeSize int
 
 	Logger *slog.Logger
 	Now    func() time.Time // nil = time.Now
@@ -177,7 +217,7 @@ func New(o Options) *Dispatcher {
 		log:      o.Logger,
 		groups:   map[string]bool{},
 		handlers: map[string]Handler{},
-		in:       make(chan transport.Message, intakeSize),
+		in:       make(chan transport.Message, cmp.Or(max(o.IntakeSize, 0), intakeSize)),
 		stopped:  make(chan struct{}),
 		queue:    make(chan *job, o.MaxQueue+o.MaxConcurrent+1),
 		jobs:     map[string]*job{},
@@ -453,8 +493,12 @@ func (d *Dispatcher) matches(f *protocol.Filter) bool {
 	if f.OS != "" && f.OS != d.o.OS {
 		return false
 	}
+	facts := d.o.Facts
+	if len(f.Facts) > 0 && d.o.FactsFunc != nil {
+		facts = d.o.FactsFunc()
+	}
 	for k, v := range f.Facts {
-		if have, ok := d.o.Facts[k]; !ok || have != v {
+		if have, ok := facts[k]; !ok || have != v {
 			return false
 		}
 	}
@@ -754,6 +798,10 @@ func partialRune(b []byte) int {
 
 // finish journals a command's final result with its audit record.
 func (d *Dispatcher) finish(j *job, out Outcome, started time.Time) {
+	if out.Detached {
+		d.log.Info("command continues: its final result comes later", "id", j.cmd.ID, "kind", j.cmd.Kind)
+		return
+	}
 	res := d.result(j, out, started)
 	msgs := []state.Message{d.resultMsg(j.cmd.ID, res), d.auditMsg(d.finishedRecord(j, res))}
 	err := d.journaled(d.o.Store.Finish(j.cmd.ID, res.State, mustJSON(res), msgs...), j.cmd.ID)
@@ -803,6 +851,8 @@ func (d *Dispatcher) result(j *job, out Outcome, started time.Time) *protocol.Re
 		V: protocol.Version, ID: j.env.ID, Host: d.o.HostID, Kind: j.env.Kind, State: state,
 		ExitCode: out.ExitCode, Stdout: string(out.Stdout), Stderr: string(out.Stderr),
 		StdoutTruncated: out.StdoutTruncated, StderrTruncated: out.StderrTruncated,
+		StdoutEncoding: out.StdoutEncoding, StderrEncoding: out.StderrEncoding,
+		StdoutBase64: out.StdoutBase64, StderrBase64: out.StderrBase64,
 		Error: out.Error, TS: protocol.Time{Time: now},
 	}
 	if j.cmd != nil && j.cmd.Kind != "" {

@@ -22,6 +22,10 @@ func (d *Dispatcher) recover() error {
 		j := &job{topic: e.Topic, env: &protocol.Envelope{ID: e.ID, Kind: e.Kind},
 			cmd: &protocol.Command{ID: e.ID, Kind: e.Kind}}
 		if e.State != protocol.StateQueued || len(e.Payload) == 0 {
+			if r, ok := d.handlers[e.Kind].(Resumer); ok && e.State == protocol.StateRunning && r.Resume(e.ID) {
+				d.log.Info("command continues after the restart", "id", e.ID, "kind", e.Kind)
+				continue
+			}
 			if len(e.Proc) > 0 && d.o.KillOrphan != nil {
 				if killed, err := d.o.KillOrphan(e.Proc); err != nil {
 					d.log.Warn("cannot kill what is left of an interrupted command", "id", e.ID, "err", err)

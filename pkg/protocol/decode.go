@@ -424,6 +424,8 @@ type UpdateArgs struct {
 	URL       string `json:"url"`
 	SHA256    string `json:"sha256"`
 	Signature string `json:"signature"`
+	// AllowDowngrade permits a version lower than the running one.
+	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
 }
 
 // UninstallArgs are the args of agent.uninstall.

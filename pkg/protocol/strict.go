@@ -55,7 +55,7 @@ var (
 		"command", "shell",
 		"content", "interpreter", "args",
 		"id",
-		"version", "url", "sha256", "signature",
+		"version", "url", "sha256", "signature", "allow_downgrade",
 		"purge",
 	}}
 	commandSchema = &schema{

@@ -1,8 +1,11 @@
 // Package agentctl implements the command kinds that control the agent
-// itself: agent.stop and agent.restart. The handler only asks the daemon to
-// stop with a reason; the daemon then stops taking commands, finishes this
-// one (its final result is journaled and published first), publishes the
-// offline status with the reason, and exits or restarts.
+// itself: agent.stop, agent.restart, agent.update and agent.uninstall.
+// The handlers only ask the daemon to stop with a reason (after an update
+// has been installed, or an uninstall recorded); the daemon then stops
+// taking commands, finishes the command (its final result is journaled
+// and published first, except for agent.update, whose result the new
+// version publishes), publishes the offline status with the reason, and
+// the caller exits, restarts, or removes the agent.
 package agentctl
 
 import (

@@ -1,0 +1,5 @@
+//go:build !linux && !darwin && !windows
+
+package service
+
+func newBackend(spec Spec) (backend, error) { return newKardianos(spec, "", nil) }

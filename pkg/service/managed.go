@@ -1,0 +1,8 @@
+package service
+
+// Service manager kinds returned by Managed.
+const (
+	ManagerSystemd = "systemd"
+	ManagerLaunchd = "launchd"
+	ManagerWindows = "windows"
+)

@@ -1,0 +1,9 @@
+//go:build !windows
+
+package update
+
+import "syscall"
+
+func terminate(pid int) error { return syscall.Kill(pid, syscall.SIGTERM) }
+
+func kill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
