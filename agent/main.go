@@ -22,7 +22,10 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), devCmd(), brokerCmd(), sendCmd(), keygenCmd(), auditCmd(), statusCmd(), versionCmd())
+	root.AddCommand(runCmd(), devCmd(), brokerCmd(), sendCmd(), keygenCmd(), auditCmd(), statusCmd(), configCmd(), versionCmd())
+	root.AddCommand(serviceCmd(), releaseCmd(), watchdogCmd())
+	root.AddCommand(fleetCmds()...)
+	root.AddCommand(dashboardCmd(), exporterCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mqagent:", err)
 		os.Exit(exitCode(err))

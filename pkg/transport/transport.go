@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,11 @@ import (
 
 // ErrNotConnected is returned by Publish while there is no connection.
 var ErrNotConnected = errors.New("not connected to the broker")
+
+// ErrAckTimeout is returned by Token.Wait when the broker has not
+// acknowledged a publish in time on a connection that is still up: the
+// broker is slow, and the publish is still in flight.
+var ErrAckTimeout = errors.New("publish not acknowledged in time")
 
 // Message is a received command message. Ack must be called once it has
 // been handled (or durably taken over); until then the broker keeps it.
@@ -69,6 +75,11 @@ type Options struct {
 	OnConnect func(ctx context.Context, first bool)
 	// OnMessage receives every command message. It must not block.
 	OnMessage func(Message)
+
+	// Dialer, when set, opens tcp/tls connections (a copy is used, with
+	// ConnectTimeout): e.g. a LocalAddr, so that the swarm simulator can
+	// spread thousands of sessions over several source addresses.
+	Dialer *net.Dialer
 
 	Logger *slog.Logger
 }
@@ -264,6 +275,11 @@ func (c *Client) connect(ctx context.Context, first bool) (<-chan error, error) 
 		SetCleanSession(false).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
+		// MQTT 3.1.1 only: left unset, paho retries every failed attempt
+		// with MQTT 3.1, which doubles an attempt against a broker that
+		// does not answer, outlasts the wait below, and can leave a
+		// session on the older protocol.
+		SetProtocolVersion(4).
 		SetOrderMatters(true).
 		SetAutoAckDisabled(true).
 		SetResumeSubs(false).
@@ -294,6 +310,11 @@ func (c *Client) connect(ctx context.Context, first bool) (<-chan error, error) 
 	if c.o.TLS != nil {
 		opts.SetTLSConfig(c.o.TLS)
 	}
+	if c.o.Dialer != nil {
+		d := *c.o.Dialer
+		d.Timeout = c.o.ConnectTimeout
+		opts.SetDialer(&d)
+	}
 	cl := mqtt.NewClient(opts)
 	tok := cl.Connect()
 	if !tok.WaitTimeout(c.o.ConnectTimeout + time.Second) {
@@ -320,7 +341,7 @@ func (c *Client) connect(ctx context.Context, first bool) (<-chan error, error) 
 		}
 		if st, ok := st.(*mqtt.SubscribeToken); ok {
 			for topic, code := range st.Result() {
-				if code == 0x80 {
+				if code >= 0x80 { // 0x80 (3.1.1), or a 5.0 reason code some brokers send anyway
 					return drop(fmt.Errorf("subscribe %s: refused by the broker", topic))
 				}
 			}
@@ -388,7 +409,7 @@ func (t Token) Wait(d time.Duration) error {
 		case <-t.down:
 			return ErrNotConnected
 		case <-timer.C:
-			return errors.New("publish not acknowledged in time")
+			return ErrAckTimeout
 		}
 	}
 	if err := t.t.Error(); err != nil {
