@@ -61,7 +61,7 @@ func brokerCmd() *cobra.Command {
 }
 
 func devCmd() *cobra.Command {
-	var listen, wsListen, dataDir, hostID string
+	var listen, wsListen, dataDir, hostID, dashboardAddr string
 	c := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the embedded broker and this host's agent in development mode",
@@ -69,7 +69,7 @@ func devCmd() *cobra.Command {
 			"commands. Never use it on a host that others can reach. Stop with Ctrl-C.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDev(cmd.Context(), listen, wsListen, dataDir, hostID)
+			return runDev(cmd.Context(), listen, wsListen, dataDir, hostID, dashboardAddr)
 		},
 	}
 	f := c.Flags()
@@ -77,10 +77,11 @@ func devCmd() *cobra.Command {
 	f.StringVar(&wsListen, "ws-listen", "127.0.0.1:1884", "broker WebSocket address (loopback only)")
 	f.StringVar(&dataDir, "data-dir", defaultDevDir(), "where the broker and the agent keep their state")
 	f.StringVar(&hostID, "host-id", "", "this host's id (default: from the hostname)")
+	f.StringVar(&dashboardAddr, "dashboard", "127.0.0.1:8080", "web dashboard address (\"\" disables it)")
 	return c
 }
 
-func runDev(parent context.Context, listen, wsListen, dataDir, hostID string) error {
+func runDev(parent context.Context, listen, wsListen, dataDir, hostID, dashboardAddr string) error {
 	log, closer, err := logging.New(logging.Options{Level: "info"})
 	if err != nil {
 		return err
@@ -119,8 +120,21 @@ or with any MQTT client: publish a command (docs/PROTOCOL.md) to mqagent/v1/host
 and subscribe to mqagent/v1/hosts/+/results/#
 
 `, b.TCPAddr(), b.WSAddr(), cfg.HostID)
+	stopDashboard := func() {}
+	if dashboardAddr != "" {
+		setPahoLoggers(log) // before any MQTT client runs: they are paho's globals
+		addr, stop, err := startDashboard(parent, log.With("component", "dashboard"), dashboardAddr, "tcp://"+b.TCPAddr())
+		if err != nil {
+			log.Warn("no dashboard (--dashboard changes its address)", "err", err)
+		} else {
+			stopDashboard = stop
+			defer stop()
+			fmt.Fprintf(os.Stderr, "Dashboard: http://%s\n\n", addr)
+		}
+	}
 	reason, err := runAgent(parent, cfg, os.Stderr)
 	if err == nil && reason == protocol.ReasonRestart {
+		stopDashboard()
 		b.Close()
 		return restartSelf()
 	}

@@ -351,6 +351,9 @@ func executable() (string, error) {
 // setPahoLoggers routes paho's own warnings and errors to our log. Set
 // once here, in main: paho's loggers are package globals.
 func setPahoLoggers(log *slog.Logger) {
+	if _, ok := mqtt.ERROR.(mqtt.NOOPLogger); !ok {
+		return // set already: mqagent dev sets them before its dashboard's client starts
+	}
 	l := log
 	mqtt.ERROR = logging.Paho(l, slog.LevelError)
 	mqtt.CRITICAL = logging.Paho(l, slog.LevelError)
