@@ -13,6 +13,7 @@ import (
 	invcmd "github.com/mqagent/mqagent/pkg/handlers/inventory"
 	metricscmd "github.com/mqagent/mqagent/pkg/handlers/metrics"
 	"github.com/mqagent/mqagent/pkg/inventory"
+	"github.com/mqagent/mqagent/pkg/memtrim"
 	"github.com/mqagent/mqagent/pkg/metrics"
 	"github.com/mqagent/mqagent/pkg/protocol"
 	"github.com/mqagent/mqagent/pkg/state"
@@ -138,5 +139,8 @@ func (t *telemetry) start(client *transport.Client, topics protocol.Topics) {
 		t.col.Run(ctx, func(p []byte) { client.Publish(metricsTopic, qos, retain, p) })
 	})
 	wg.Go(func() { t.inv.Run(ctx) })
+	// Start-up and fault-around leave pages of the binary mapped that the
+	// agent no longer uses: give them back (docs/telemetry.md).
+	wg.Go(func() { memtrim.Run(ctx, memtrim.DefaultSchedule, t.log) })
 	t.stop = func() { cancel(); wg.Wait() }
 }

@@ -174,14 +174,27 @@ func (p pahoLogger) Println(v ...interface{}) {
 	if !p.l.Enabled(context.Background(), p.level) {
 		return
 	}
-	p.l.Log(context.Background(), p.level, strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
+	p.log(strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
 }
 
 func (p pahoLogger) Printf(format string, v ...interface{}) {
 	if !p.l.Enabled(context.Background(), p.level) {
 		return
 	}
-	p.l.Log(context.Background(), p.level, strings.TrimSuffix(fmt.Sprintf(format, v...), "\n"))
+	p.log(strings.TrimSuffix(fmt.Sprintf(format, v...), "\n"))
+}
+
+// pahoNoReconnect is what paho logs at ERROR on every lost connection
+// when its own reconnect is off, as the agent's is (pkg/transport
+// reconnects itself): expected, so it is logged at debug level.
+const pahoNoReconnect = "reconnection function is nil"
+
+func (p pahoLogger) log(msg string) {
+	level := p.level
+	if strings.Contains(msg, pahoNoReconnect) {
+		level = slog.LevelDebug
+	}
+	p.l.Log(context.Background(), level, msg)
 }
 
 // Discard returns a logger that drops everything (for tests and defaults).

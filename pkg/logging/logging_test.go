@@ -274,3 +274,18 @@ func TestDiscard(t *testing.T) {
 	l.Error("dropped") // must not panic
 	Paho(nil, slog.LevelError).Println("dropped")
 }
+
+// paho's "reconnection function is nil" on every lost connection is
+// expected with our own reconnect loop: logged at debug, not error.
+func TestPahoNoReconnectIsDebug(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p := Paho(l, slog.LevelError)
+	p.Println("[client]  BUG BUG BUG reconnection function is nil", "x")
+	p.Printf("[net] %s", "connection lost")
+	out := buf.String()
+	if !strings.Contains(out, "level=DEBUG msg=\"[client]  BUG BUG BUG reconnection function is nil x\"") ||
+		!strings.Contains(out, "level=ERROR msg=\"[net] connection lost\"") {
+		t.Fatalf("log:\n%s", out)
+	}
+}

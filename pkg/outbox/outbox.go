@@ -7,6 +7,7 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -17,12 +18,44 @@ import (
 // Window is how many messages are in flight at once.
 const Window = 64
 
-// Publisher drains a store's outbox through a transport client.
+// WindowBytes bounds the encoded size of the messages in flight at once
+// (a single larger message still goes, alone): results carry command
+// output, up to megabytes each.
+const WindowBytes = 4 << 20
+
+// Store is the outbox a Publisher drains. *state.Store implements it and
+// is what the agent uses; the swarm simulator (test/swarm) supplies an
+// in-memory one.
+type Store interface {
+	PendingUpTo(max int, maxBytes int64) ([]state.Message, error)
+	Ack(seqs ...uint64) error
+	Notify() <-chan struct{}
+}
+
+var _ Store = (*state.Store)(nil)
+
+// Publisher drains a store's outbox through a transport client. Its
+// methods must not be called concurrently.
 type Publisher struct {
-	Store   *state.Store
+	Store   Store
 	Client  *transport.Client
 	Timeout time.Duration // per window; default 10s
-	Logger  *slog.Logger
+	// MaxBytes bounds the encoded size of a window; default WindowBytes.
+	MaxBytes int64
+	Logger   *slog.Logger
+
+	// inflight is the part of the last window that the broker has not
+	// acknowledged yet on a connection that is still up (a slow broker):
+	// the next Flush waits for it again instead of publishing it a second
+	// time on the same connection, so a stalled broker costs one window of
+	// memory and no duplicates.
+	inflight []sent
+}
+
+// sent is one published outbox message.
+type sent struct {
+	seq uint64
+	tok transport.Token
 }
 
 // Run publishes until ctx ends.
@@ -65,26 +98,38 @@ func (p *Publisher) Run(ctx context.Context) {
 	}
 }
 
-// Flush publishes one window of pending messages and acknowledges those
-// the broker acknowledged. It returns how many were delivered.
+// Flush publishes one window of pending messages (or waits again for the
+// rest of the previous one, see inflight) and acknowledges those the
+// broker acknowledged. It returns how many were delivered.
 func (p *Publisher) Flush(timeout time.Duration) (int, error) {
-	msgs, err := p.Store.Pending(Window)
-	if err != nil || len(msgs) == 0 {
-		return 0, err
-	}
-	toks := make([]transport.Token, len(msgs))
-	for i, m := range msgs {
-		toks[i] = p.Client.Publish(m.Topic, m.QoS, m.Retain, m.Payload)
+	if len(p.inflight) == 0 {
+		budget := p.MaxBytes
+		if budget <= 0 {
+			budget = WindowBytes
+		}
+		msgs, err := p.Store.PendingUpTo(Window, budget)
+		if err != nil || len(msgs) == 0 {
+			return 0, err
+		}
+		p.inflight = make([]sent, len(msgs))
+		for i, m := range msgs {
+			p.inflight[i] = sent{seq: m.Seq, tok: p.Client.Publish(m.Topic, m.QoS, m.Retain, m.Payload)}
+		}
 	}
 	deadline := time.Now().Add(timeout)
-	acked := make([]uint64, 0, len(msgs))
+	acked := make([]uint64, 0, len(p.inflight))
 	var firstErr error
-	for i, t := range toks {
-		if err := t.Wait(max(time.Until(deadline), time.Millisecond)); err != nil {
+	for _, s := range p.inflight {
+		if err := s.tok.Wait(max(time.Until(deadline), time.Millisecond)); err != nil {
 			firstErr = err
 			break // keep order: what follows is sent again after this one
 		}
-		acked = append(acked, msgs[i].Seq)
+		acked = append(acked, s.seq)
+	}
+	if errors.Is(firstErr, transport.ErrAckTimeout) {
+		p.inflight = p.inflight[len(acked):] // still in flight on a live connection
+	} else {
+		p.inflight = nil // done, or the connection is gone: publish again on the next
 	}
 	if len(acked) > 0 {
 		if err := p.Store.Ack(acked...); err != nil {

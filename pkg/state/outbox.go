@@ -280,12 +280,22 @@ func (s *Store) Push(msgs ...Message) error {
 // Pending returns up to max outbox messages, oldest first. max <= 0
 // returns none.
 func (s *Store) Pending(max int) ([]Message, error) {
+	return s.PendingUpTo(max, 0)
+}
+
+// PendingUpTo is Pending with a byte budget: it stops before the message
+// that would take the encoded size of what it returns past maxBytes (the
+// first message is returned whatever its size; maxBytes <= 0 means no
+// budget). Output of commands can make messages of megabytes: the budget
+// bounds the memory a publisher holds in flight.
+func (s *Store) PendingUpTo(max int, maxBytes int64) ([]Message, error) {
 	if max <= 0 {
 		return nil, nil
 	}
 	var msgs []Message
 	err := s.view(func(tx *bolt.Tx) error {
 		msgs = msgs[:0]
+		var size int64
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.First(); k != nil && len(msgs) < max; k, v = c.Next() {
 			seq := binary.BigEndian.Uint64(k)
@@ -294,6 +304,9 @@ func (s *Store) Pending(max int) ([]Message, error) {
 			s.mu.Unlock()
 			if !live {
 				continue
+			}
+			if size += int64(len(v)); maxBytes > 0 && size > maxBytes && len(msgs) > 0 {
+				break
 			}
 			m, err := decodeMessage(seq, v)
 			if err != nil {

@@ -94,6 +94,11 @@ type Options struct {
 	// MaxFileBytes, if > 0, caps the size of the state file: a write that
 	// would grow the file beyond it fails as a full disk would.
 	MaxFileBytes int64
+	// NoSync skips the fsync of every transaction (bbolt's NoSync): a
+	// machine crash can lose or tear recent writes. Never set by the agent;
+	// the swarm simulator (test/swarm) uses it for hundreds of simulated
+	// hosts that would otherwise share one disk's fsyncs.
+	NoSync bool
 	// Logger receives warnings (evicted telemetry, recovery after a failed
 	// commit); nil discards them.
 	Logger *slog.Logger
@@ -212,6 +217,7 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 		Timeout:      lockTimeout,
 		FreelistType: bolt.FreelistMapType,
 		MaxSize:      int(min(opts.MaxFileBytes, math.MaxInt)),
+		NoSync:       opts.NoSync,
 		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
 			f, err := os.OpenFile(name, flag, perm)
 			file = f
