@@ -341,8 +341,18 @@ func (c *Client) connect(ctx context.Context, first bool) (<-chan error, error) 
 		}
 		if st, ok := st.(*mqtt.SubscribeToken); ok {
 			for topic, code := range st.Result() {
-				if code >= 0x80 { // 0x80 (3.1.1), or a 5.0 reason code some brokers send anyway
+				switch {
+				case code == 0x80:
 					return drop(fmt.Errorf("subscribe %s: refused by the broker", topic))
+				case code > 0x80:
+					// Not a 3.1.1 code: mochi (the embedded broker) answers
+					// 0x91 "packet identifier in use" when our SUBSCRIBE's id
+					// equals one of its own in-flight deliveries (it shares
+					// one id space for both directions). The persistent
+					// session keeps the subscription from before, so going
+					// on is right; dropping would loop forever, since the
+					// same deliveries are in flight at every reconnect.
+					c.log.Warn("broker answered a subscribe with a non-3.1.1 code; the session's subscription is kept", "topic", topic, "code", fmt.Sprintf("%#x", code))
 				}
 			}
 		}

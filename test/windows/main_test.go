@@ -35,14 +35,17 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 type winePackage struct {
 	Path string // relative to the module root, e.g. "./pkg/runner"
 	Tags string // build tags for go test -tags ("" = none), e.g. "wine"
+	// Locale marks the packages with ^TestLocale tests, which
+	// TestWindowsLocales runs under each of localeRuns.
+	Locale bool
 }
 
 // winePackages are tested under Wine (GOOS=windows go test). Add a package
 // here, with the build tags its Wine tests need.
 var winePackages = []winePackage{
-	{Path: "./pkg/textenc"},
-	{Path: "./pkg/runner"},
-	{Path: "./pkg/handlers/process"},
+	{Path: "./pkg/textenc", Locale: true},
+	{Path: "./pkg/runner", Locale: true},
+	{Path: "./pkg/handlers/process", Locale: true},
 	// The service lifecycle needs the test-only wine tag (docs/windows.md).
 	{Path: "./pkg/service", Tags: "wine"},
 	{Path: "./pkg/update"},
@@ -193,10 +196,14 @@ func quiet(out []byte) string {
 }
 
 // byTags groups winePackages by build tags, one go test run per group.
-func byTags() map[string][]string {
+// byTags groups winePackages (only those with locale tests when
+// localeOnly) by their build tags.
+func byTags(localeOnly bool) map[string][]string {
 	groups := map[string][]string{}
 	for _, p := range winePackages {
-		groups[p.Tags] = append(groups[p.Tags], p.Path)
+		if !localeOnly || p.Locale {
+			groups[p.Tags] = append(groups[p.Tags], p.Path)
+		}
 	}
 	return groups
 }
@@ -206,7 +213,7 @@ func byTags() map[string][]string {
 func TestWindowsPackages(t *testing.T) {
 	requireWine(t)
 	prepareWine(t)
-	for tags, pkgs := range byTags() {
+	for tags, pkgs := range byTags(false) {
 		args := []string{"-count=1", "-p", "1"}
 		if tags != "" {
 			args = append(args, "-tags", tags)
@@ -233,7 +240,7 @@ func TestWindowsLocales(t *testing.T) {
 	prepareWine(t)
 	for _, loc := range localeRuns {
 		t.Run(loc, func(t *testing.T) {
-			for tags, pkgs := range byTags() {
+			for tags, pkgs := range byTags(true) {
 				args := []string{"-count=1", "-p", "1", "-v", "-run", "^TestLocale"}
 				if tags != "" {
 					args = append(args, "-tags", tags)
