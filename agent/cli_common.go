@@ -82,6 +82,16 @@ func (f *connFlags) add(fs *pflag.FlagSet) {
 
 // dial connects to the broker; a failure has exit status 6.
 func (f *connFlags) dial() (*client.Client, error) {
+	o, err := f.options()
+	if err != nil {
+		return nil, err
+	}
+	return dialWith(o)
+}
+
+// options are the client options the flags give: broker URLs, TLS,
+// credentials.
+func (f *connFlags) options() (client.Options, error) {
 	var urls []string
 	for _, u := range strings.Split(f.broker, ",") {
 		if u = strings.TrimSpace(u); u != "" {
@@ -89,13 +99,13 @@ func (f *connFlags) dial() (*client.Client, error) {
 		}
 	}
 	if len(urls) == 0 {
-		return nil, usageErr("--broker: no URL given")
+		return client.Options{}, usageErr("--broker: no URL given")
 	}
 	o := client.Options{URLs: urls, Prefix: f.prefix, Username: f.username, Timeout: f.connectTimeout}
 	if files := (client.TLSFiles{CAFile: f.caFile, CertFile: f.certFile, KeyFile: f.tlsKey, ServerName: f.serverName, InsecureSkipVerify: f.insecure}); files != (client.TLSFiles{}) {
 		cfg, err := files.Config()
 		if err != nil {
-			return nil, usageErr("%v", err)
+			return client.Options{}, usageErr("%v", err)
 		}
 		o.TLS = cfg
 	}
@@ -103,10 +113,15 @@ func (f *connFlags) dial() (*client.Client, error) {
 	if f.passwordFile != "" {
 		b, err := os.ReadFile(f.passwordFile)
 		if err != nil {
-			return nil, usageErr("--password-file: %v", err)
+			return client.Options{}, usageErr("--password-file: %v", err)
 		}
 		o.Password = strings.TrimRight(string(b), "\r\n")
 	}
+	return o, nil
+}
+
+// dialWith connects with o; a failure has exit status 6.
+func dialWith(o client.Options) (*client.Client, error) {
 	c, err := client.Dial(o)
 	if err != nil {
 		return nil, &exitError{code: exitBroker, err: err}

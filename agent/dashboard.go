@@ -206,36 +206,12 @@ func startDashboard(ctx context.Context, log *slog.Logger, addr, brokerURL strin
 // (a dashboard or exporter outlives broker restarts) and connection events
 // logged.
 func dialLongRunning(f *connFlags, log *slog.Logger) (*client.Client, error) {
-	var urls []string
-	for _, u := range strings.Split(f.broker, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			urls = append(urls, u)
-		}
-	}
-	if len(urls) == 0 {
-		return nil, usageErr("--broker: no URL given")
-	}
-	o := client.Options{URLs: urls, Prefix: f.prefix, Username: f.username, Timeout: f.connectTimeout, Reconnect: true, Logger: log}
-	if files := (client.TLSFiles{CAFile: f.caFile, CertFile: f.certFile, KeyFile: f.tlsKey, ServerName: f.serverName, InsecureSkipVerify: f.insecure}); files != (client.TLSFiles{}) {
-		cfg, err := files.Config()
-		if err != nil {
-			return nil, usageErr("%v", err)
-		}
-		o.TLS = cfg
-	}
-	o.Password = os.Getenv("MQAGENT_PASSWORD")
-	if f.passwordFile != "" {
-		b, err := os.ReadFile(f.passwordFile)
-		if err != nil {
-			return nil, usageErr("--password-file: %v", err)
-		}
-		o.Password = strings.TrimRight(string(b), "\r\n")
-	}
-	c, err := client.Dial(o)
+	o, err := f.options()
 	if err != nil {
-		return nil, &exitError{code: exitBroker, err: err}
+		return nil, err
 	}
-	return c, nil
+	o.Reconnect, o.Logger = true, log
+	return dialWith(o)
 }
 
 func isLoopback(a net.Addr) bool {

@@ -60,31 +60,9 @@ func selfControlHandlers(o Options, handlers map[string]dispatch.Handler, reques
 				}
 			}
 			b, _ := json.Marshal(PendingUninstall{ID: id, Purge: purge})
-			return writeFileAtomic(filepath.Join(o.Config.DataDir, UninstallFile), b)
+			return update.WriteFileSync(filepath.Join(o.Config.DataDir, UninstallFile), b, 0o600)
 		}}
 	}
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }
 
 // updateSettle is how long the new version must stay connected before it

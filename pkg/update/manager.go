@@ -141,7 +141,7 @@ func (m *Manager) Apply(ctx context.Context, id string, r Request) (err error) {
 	if err := removeIfExists(st.Staged); err != nil {
 		return fmt.Errorf("stage: %w", err)
 	}
-	if err := writeFileSync(st.Staged, data, 0o755); err != nil {
+	if err := WriteFileSync(st.Staged, data, 0o755); err != nil {
 		return fmt.Errorf("stage next to %s: %w", m.Exe, err)
 	}
 	data = nil

@@ -131,7 +131,7 @@ func (s store) save(st State) error {
 	if err != nil {
 		return fmt.Errorf("update state: %w", err)
 	}
-	if err := writeFileSync(s.path(), append(b, '\n'), 0o600); err != nil {
+	if err := WriteFileSync(s.path(), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("update state: %w", err)
 	}
 	return nil
@@ -155,8 +155,10 @@ func (s store) lock() (func(), error) {
 	return lockPath(filepath.Join(s.dir, lockFile))
 }
 
-// writeFileSync writes path through a synced temporary file and a rename.
-func writeFileSync(path string, data []byte, mode os.FileMode) error {
+// WriteFileSync writes path through a fresh, synced temporary file and a
+// rename, then syncs the directory: after a power cut the file is the old
+// one or the new one, never a mix.
+func WriteFileSync(path string, data []byte, mode os.FileMode) error {
 	tmp := path + ".tmp"
 	// A fresh file (never through a link left there).
 	_ = os.Remove(tmp)
