@@ -223,11 +223,13 @@ type countedHandler struct {
 	on   func(host, id, kind string)
 }
 
+// Run reports the run, then runs the wrapped handler.
 func (c countedHandler) Run(ctx context.Context, call *dispatch.Call) dispatch.Outcome {
 	c.on(c.host, call.Cmd.ID, call.Cmd.Kind)
 	return c.Handler.Run(ctx, call)
 }
 
+// Summary is the wrapped handler's summary, if it has one.
 func (c countedHandler) Summary(req any) string {
 	if s, ok := c.Handler.(dispatch.Summarizer); ok {
 		return s.Summary(req)

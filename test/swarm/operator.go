@@ -239,6 +239,7 @@ func (r RoundResult) Complete() bool {
 	return r.Got == r.Expected && r.Succeeded == r.Expected && len(r.Conflicts) == 0
 }
 
+// String is a one-line report of the round.
 func (r RoundResult) String() string {
 	s := fmt.Sprintf("%d/%d succeeded (dups %d, extra %d, conflicts %d, other %v), first %s, 50%% %s, 99%% %s, 100%% %s",
 		r.Succeeded, r.Expected, r.Dups, r.Extra, len(r.Conflicts), r.States, ms(r.First), ms(r.P50), ms(r.P99), ms(r.All))

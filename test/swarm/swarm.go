@@ -114,7 +114,8 @@ type Config struct {
 	ConnectTimeout time.Duration // default 10s
 	WriteTimeout   time.Duration // default 10s
 	// ConnectParallel bounds the connects in flight while the swarm
-	// starts (default 128): Mosquitto's listen backlog is 100.
+	// starts (default 64): Mosquitto listens with a backlog of 100, and
+	// a connection refused by a full backlog waits a second for its retry.
 	ConnectParallel int
 	// MaxConcurrent and MaxQueue of each host's pipeline (default 1 and
 	// 16; the agent's defaults are 8 and 256, idle workers cost memory).
@@ -199,7 +200,7 @@ func (c *Config) defaults() error {
 	def(&c.ConnectTimeout, 10*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
 	if c.ConnectParallel <= 0 {
-		c.ConnectParallel = 128
+		c.ConnectParallel = 64
 	}
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = 1
@@ -282,7 +283,7 @@ func Start(cfg Config) (*Swarm, error) {
 		if ip == nil {
 			return nil, fmt.Errorf("swarm: source address %q is not an IP address", a)
 		}
-		s.dialers = append(s.dialers, &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}})
+		s.dialers = append(s.dialers, &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Control: sourceControl})
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// The pool outlives the hosts' stop (a stopping host waits for its

@@ -2,6 +2,7 @@ package swarm_test
 
 import (
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/mqagent/mqagent/pkg/protocol"
 	"github.com/mqagent/mqagent/pkg/security"
@@ -237,5 +240,64 @@ func TestSwarmConfig(t *testing.T) {
 				t.Fatalf("error %q does not mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSwarmMetrics checks the metrics traffic: every host publishes a
+// metrics message of the contract's shape at the configured interval.
+func TestSwarmMetrics(t *testing.T) {
+	const n = 20
+	mq := harness.StartMosquitto(t, harness.WithMosquittoConfig("connection_messages false"))
+	var mu sync.Mutex
+	got := map[string]int{}
+	var bad []string
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(mq.URL()).SetClientID("metrics-watch").SetCleanSession(true))
+	if tok := sub.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer sub.Disconnect(100)
+	topics := protocol.Topics{Prefix: protocol.DefaultPrefix}
+	tok := sub.Subscribe(topics.Metrics("+"), 0, func(_ mqtt.Client, m mqtt.Message) {
+		var s protocol.Metrics
+		err := json.Unmarshal(m.Payload(), &s)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil || s.Host == "" || m.Topic() != topics.Metrics(s.Host) || s.CPU == nil || s.Mem == nil || len(m.Payload()) < 400 {
+			bad = append(bad, string(m.Payload()))
+			return
+		}
+		got[s.Host]++
+	})
+	if !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	sw, err := swarm.Start(swarm.Config{Mode: swarm.ModeAgent, Hosts: n, IDPrefix: "m-", Brokers: []string{mq.URL()},
+		DataDir: t.TempDir(), Metrics: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Close()
+	if _, err := sw.WaitUp(wait); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		mu.Lock()
+		ok := len(got) == n
+		for _, c := range got {
+			ok = ok && c >= 3
+		}
+		b := len(bad)
+		mu.Unlock()
+		if b > 0 {
+			t.Fatalf("metrics message not of the contract's shape: %.300s", bad[0])
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s, metrics per host: %v (want 3 from each of %d)", wait, got, n)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

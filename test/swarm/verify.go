@@ -32,6 +32,8 @@ const onceMax = 4096
 
 var _ dispatch.Verifier = (*onceVerifier)(nil)
 
+// Verify returns the verdict on env, computing it once per distinct
+// signed command.
 func (o *onceVerifier) Verify(env *protocol.Envelope) (string, error) {
 	if !env.Signed || env.SigErr != nil {
 		return o.v.Verify(env)
@@ -60,4 +62,5 @@ func (o *onceVerifier) Verify(env *protocol.Envelope) (string, error) {
 	return kid, err
 }
 
+// Allow is the wrapped verifier's.
 func (o *onceVerifier) Allow(kid, kind string) error { return o.v.Allow(kid, kind) }

@@ -56,8 +56,10 @@ func main() {
 
 type keyFlags []security.Key
 
+// String implements flag.Value.
 func (k *keyFlags) String() string { return fmt.Sprint(len(*k), " keys") }
 
+// Set adds a key given as KID=BASE64.
 func (k *keyFlags) Set(v string) error {
 	id, b64, ok := strings.Cut(v, "=")
 	if !ok || id == "" {
@@ -111,7 +113,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.VerifyOnce, "verify-once", false, "verify each distinct signed command once per process, not once per host")
 	fs.IntVar(&cfg.Workers, "workers", 0, "goroutines running the pipelines (default 4 per CPU)")
 	fs.IntVar(&cfg.Flushers, "flushers", 0, "goroutines publishing the outboxes (default min(hosts, 1024))")
-	fs.IntVar(&cfg.ConnectParallel, "connect-parallel", 0, "connects in flight at start (default 128)")
+	fs.IntVar(&cfg.ConnectParallel, "connect-parallel", 0, "connects in flight at start (default 64)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
