@@ -568,12 +568,14 @@ func (d *Dispatcher) reject(env *protocol.Envelope, topic, kid, reason string, j
 func (d *Dispatcher) finishAtOnce(j *job, decision, reason string, out Outcome) bool {
 	now := d.o.Now()
 	res := d.result(j, out, now)
-	msgs := []state.Message{d.receivedMsg(j, decision, reason), d.resultMsg(j.env.ID, res)}
+	resMsg := d.resultMsg(j.env.ID, res)
+	msgs := []state.Message{d.receivedMsg(j, decision, reason), resMsg}
 	if decision == protocol.DecisionAccepted {
 		msgs = append(msgs, d.auditMsg(d.finishedRecord(j, res)))
 	}
+	// The journal keeps the result's bytes as published (never modified).
 	e := state.Entry{ID: j.env.ID, State: res.State, Kind: j.env.Kind, Topic: j.topic, Received: now,
-		KeepUntil: d.keepUntil(j.cmd), Result: mustJSON(res)}
+		KeepUntil: d.keepUntil(j.cmd), Result: resMsg.Payload}
 	ok, _ := d.admit(j, e, msgs...)
 	return ok
 }
@@ -803,8 +805,9 @@ func (d *Dispatcher) finish(j *job, out Outcome, started time.Time) {
 		return
 	}
 	res := d.result(j, out, started)
-	msgs := []state.Message{d.resultMsg(j.cmd.ID, res), d.auditMsg(d.finishedRecord(j, res))}
-	err := d.journaled(d.o.Store.Finish(j.cmd.ID, res.State, mustJSON(res), msgs...), j.cmd.ID)
+	resMsg := d.resultMsg(j.cmd.ID, res)
+	msgs := []state.Message{resMsg, d.auditMsg(d.finishedRecord(j, res))}
+	err := d.journaled(d.o.Store.Finish(j.cmd.ID, res.State, resMsg.Payload, msgs...), j.cmd.ID)
 	if errors.Is(err, state.ErrAlreadyFinal) {
 		d.log.Debug("command already final", "id", j.cmd.ID, "state", res.State)
 		return
