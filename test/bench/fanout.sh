@@ -8,6 +8,7 @@
 #   CLUSTER=50000 test/bench/fanout.sh   # then the moonshot: 50k hosts
 #                                        # over bridged Mosquittos
 #   STORM=1 test/bench/fanout.sh         # then the 10k reconnect storm
+#   CLUSTER=50000 test/bench/fanout.sh none   # only the moonshot
 #
 # Environment: ROUNDS (measured rounds per size, default 5, after one
 # warm-up), PHASES (raw,agent,agent1), OUT (directory for the raw output,
@@ -74,6 +75,7 @@ header() {
 
 echo "machine: $(nproc) CPUs, $(uname -sr), $({ mosquitto -h 2>/dev/null || true; } | head -n 1)"
 echo "raw output in $out"
+if [[ "$sizes" != none ]]; then
 run "$out/fanout.txt" MQAGENT_FANOUT_SIZES="$sizes" MQAGENT_FANOUT_ROUNDS="${ROUNDS:-5}" \
 	MQAGENT_FANOUT_PHASES="${PHASES:-raw,agent,agent1}" \
 	go test -run '^$' -bench 'Fanout$' -benchtime 1x -timeout 60m ./test/bench
@@ -83,6 +85,7 @@ echo "agent = the pipeline, agent1 = the pipeline verifying each signed command 
 echo
 header
 table "$out/fanout.txt"
+fi
 
 if [[ -n "${CLUSTER:-}" ]]; then
 	run "$out/cluster.txt" MQAGENT_FANOUT_CLUSTER="$CLUSTER" MQAGENT_FANOUT_ROUNDS="${ROUNDS:-3}" \
