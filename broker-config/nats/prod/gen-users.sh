@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Writes users.conf, the authorization of the production NATS cluster
+# (nats.conf includes it): one user per client-certificate subject, with
+# least-privilege permissions on NATS subjects (MQTT topic a/b/c is NATS
+# subject a.b.c).
+#
+#   gen-users.sh [-f users.conf] [-o NAME]... [-G groups.txt] [-P PREFIX] [-O ORG] HOST...
+#
+#   HOST       a host id; its certificate subject must be /O=ORG/CN=HOST
+#              (../../mosquitto/gen-certs.sh issues exactly that).
+#   -f FILE    output file (default users.conf; replaced).
+#   -o NAME    an extra operator identity: the certificate
+#              /O=ORG/OU=NAME/CN=operator (gen-certs.sh -o NAME).
+#   -G FILE    strict groups: lines "HOST GROUP...". Listed hosts may read
+#              the command topics of their own groups only, every other
+#              host of no group. Without -G every host may read every
+#              group's command topic.
+#   -P PREFIX  the agents' topic_prefix (default mqagent/v1).
+#   -O ORG     the O= of the certificate subjects (default mqagent).
+#
+# Identities (as in ../../mosquitto/acl):
+#   host      reads its own command topic, the broadcast and group command
+#             topics; writes only under PREFIX/hosts/HOST/ (status,
+#             inventory, metrics, audit, results/ID, results/ID/out).
+#   operator  writes every command topic and hosts' retained status and
+#             inventory (to clear a decommissioned host); reads
+#             everything under PREFIX.
+#   dashboard reads status, inventory, metrics, audit; writes nothing.
+#
+# Every user may connect over MQTT only, and may subscribe to
+# "$MQTT.sub.>": nats-server 2.9 delivers each QoS 1 subscription
+# through a JetStream consumer whose delivery subject is $MQTT.sub.<id>
+# and checks the client's permission for it. MQTT clients themselves can
+# never subscribe to it (nats-server refuses topics under $MQTT/sub/).
+#
+# Host ids containing "." are refused: nats-server 2.9 cannot carry a "."
+# in an MQTT topic (docs/cluster.md).
+set -euo pipefail
+
+die() {
+	echo "gen-users.sh: $*" >&2
+	exit 1
+}
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+out=users.conf
+prefix=mqagent/v1
+org=mqagent
+operators=()
+groups_file=
+while getopts ':f:o:G:P:O:h' opt; do
+	case $opt in
+	f) out=$OPTARG ;;
+	o) operators+=("$OPTARG") ;;
+	G) groups_file=$OPTARG ;;
+	P) prefix=$OPTARG ;;
+	O) org=$OPTARG ;;
+	h)
+		usage
+		exit 0
+		;;
+	:) die "option -$OPTARG needs a value (see -h)" ;;
+	*) die "unknown option -$OPTARG (see -h)" ;;
+	esac
+done
+shift $((OPTIND - 1))
+hosts=("$@")
+
+id_re='^[a-z0-9][a-z0-9_-]{0,62}$'
+check_id() { # what value
+	if [[ $2 == *.* ]]; then
+		die "invalid $1 \"$2\": nats-server 2.9 cannot carry \".\" in an MQTT topic level (use [a-z0-9_-])"
+	fi
+	[[ $2 =~ $id_re ]] || die "invalid $1 \"$2\" (want [a-z0-9][a-z0-9_-]{0,62})"
+	if [[ $1 == "host id" && ($2 == operator || $2 == dashboard) ]]; then
+		die "host id \"$2\" is reserved for the $2 identity"
+	fi
+}
+
+# The prefix: MQTT levels of [A-Za-z0-9_-], no wildcard, no empty level.
+[[ $prefix =~ ^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$ ]] ||
+	die "-P: \"$prefix\" is not a topic prefix of [A-Za-z0-9_-] levels separated by /"
+[[ $org =~ ^[A-Za-z0-9][A-Za-z0-9\ ._-]*$ ]] || die "-O: \"$org\" is not a plain organization name"
+sp=${prefix//\//.} # the prefix as a NATS subject
+
+declare -A host_groups=()
+if [[ -n $groups_file ]]; then
+	[[ -r $groups_file ]] || die "-G: cannot read $groups_file"
+	lineno=0
+	while IFS= read -r line || [[ -n $line ]]; do
+		lineno=$((lineno + 1))
+		line=${line%%#*}
+		read -r -a words <<<"$line"
+		((${#words[@]} == 0)) && continue
+		h=${words[0]}
+		check_id "host id" "$h"
+		for g in "${words[@]:1}"; do check_id "group" "$g"; done
+		[[ -n ${host_groups[$h]+x} ]] && die "$groups_file:$lineno: host $h listed twice"
+		host_groups[$h]="${words[*]:1}"
+		hosts+=("$h")
+	done <"$groups_file"
+fi
+((${#hosts[@]} > 0)) || die "no host given (see -h)"
+for h in "${hosts[@]}"; do check_id "host id" "$h"; done
+for o in "${operators[@]}"; do check_id "operator name" "$o"; done
+
+# list "a" "b" … prints a NATS array of quoted strings.
+list() {
+	local sep= s
+	printf '['
+	for s in "$@"; do
+		printf '%s"%s"' "$sep" "$s"
+		sep=', '
+	done
+	printf ']'
+}
+
+# user DN PUB SUB: one user block; PUB and SUB are NATS arrays.
+user() {
+	cat <<EOF
+    {
+      user: "$1"
+      allowed_connection_types: ["MQTT"]
+      permissions: {
+        publish: $2
+        subscribe: $3
+      }
+    }
+EOF
+}
+
+operator_pub=$(list "$sp.hosts.*.cmd" "$sp.groups.*.cmd" "$sp.all.cmd" "$sp.hosts.*.status" "$sp.hosts.*.inventory")
+# "PREFIX/#" is subscribed as PREFIX.> and PREFIX (its parent level).
+operator_sub=$(list "$sp.>" "$sp" "\$MQTT.sub.>")
+dashboard_sub=$(list "$sp.hosts.*.status" "$sp.hosts.*.inventory" "$sp.hosts.*.metrics" "$sp.hosts.*.audit" "\$MQTT.sub.>")
+
+tmp=$(mktemp "${out}.XXXXXX")
+trap 'rm -f "$tmp"' EXIT
+{
+	echo "# Authorization of the mqagent NATS cluster, included by nats.conf."
+	echo "# Generated by gen-users.sh: edit its arguments, not this file."
+	echo "#   ${#hosts[@]} host(s), topic prefix $prefix, organization $org${groups_file:+, strict groups from $groups_file}"
+	echo "authorization {"
+	echo "  # No user, no connection (there is no anonymous user)."
+	echo "  users: ["
+	echo "    # Operators: every command topic, everything under $prefix."
+	user "CN=operator,O=$org" "{ allow: $operator_pub }" "{ allow: $operator_sub }"
+	for o in "${operators[@]}"; do
+		user "CN=operator,OU=$o,O=$org" "{ allow: $operator_pub }" "{ allow: $operator_sub }"
+	done
+	echo "    # Dashboards: status, inventory, metrics and audit, read only."
+	user "CN=dashboard,O=$org" '{ deny: [">"] }' "{ allow: $dashboard_sub }"
+	echo "    # Hosts: their own command topic, group and broadcast commands;"
+	echo "    # they publish under their own prefix only."
+	declare -A seen=()
+	for h in "${hosts[@]}"; do
+		[[ -n ${seen[$h]+x} ]] && continue
+		seen[$h]=1
+		hp="$sp.hosts.$h"
+		pub=$(list "$hp.status" "$hp.inventory" "$hp.metrics" "$hp.audit" "$hp.results.*" "$hp.results.*.out")
+		subs=("$hp.cmd" "$sp.all.cmd")
+		if [[ -z $groups_file ]]; then
+			subs+=("$sp.groups.*.cmd")
+		else
+			for g in ${host_groups[$h]:-}; do subs+=("$sp.groups.$g.cmd"); done
+		fi
+		subs+=("\$MQTT.sub.>")
+		user "CN=$h,O=$org" "{ allow: $pub }" "{ allow: $(list "${subs[@]}") }"
+	done
+	echo "  ]"
+	echo "}"
+} >"$tmp"
+chmod 0644 "$tmp"
+mv "$tmp" "$out"
+trap - EXIT
+echo "wrote $out (${#seen[@]} host(s), $((2 + ${#operators[@]})) other user(s))"
