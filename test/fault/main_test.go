@@ -151,7 +151,7 @@ type ledger struct {
 	topics protocol.Topics
 
 	mu       sync.Mutex
-	changed  chan struct{}
+	changed  harness.Notifier
 	results  map[string][]protocol.Result
 	statuses map[string][]stamped[protocol.Status]
 	online   bool
@@ -171,7 +171,7 @@ func newLedger(t *testing.T, url, id string) *ledger {
 	if id == "" {
 		id = "ledger-" + strings.ToLower(harness.NewID())
 	}
-	l := &ledger{t: t, topics: protocol.Topics{Prefix: protocol.DefaultPrefix}, changed: make(chan struct{}),
+	l := &ledger{t: t, topics: protocol.Topics{Prefix: protocol.DefaultPrefix},
 		results: map[string][]protocol.Result{}, statuses: map[string][]stamped[protocol.Status]{}}
 	filters := map[string]byte{l.topics.Result("+", "+"): 1, l.topics.Status("+"): 1}
 	opts := mqtt.NewClientOptions().AddBroker(url).
@@ -208,10 +208,7 @@ func (l *ledger) setOnline(v bool) {
 	l.mu.Unlock()
 }
 
-func (l *ledger) notifyLocked() {
-	close(l.changed)
-	l.changed = make(chan struct{})
-}
+func (l *ledger) notifyLocked() { l.changed.Notify() }
 
 // waitOnline waits until the ledger is connected and subscribed.
 func (l *ledger) waitOnline(t *testing.T) {
@@ -249,21 +246,7 @@ func (l *ledger) handle(_ mqtt.Client, m mqtt.Message) {
 // waitFor waits until cond (called with l.mu held) holds, waking on every
 // message.
 func (l *ledger) waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		ok, ch := cond(), l.changed
-		l.mu.Unlock()
-		if ok {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-deadline.C:
-			return false
-		}
-	}
+	return l.changed.Await(&l.mu, timeout, cond)
 }
 
 // finalLocked is the first final result of id.

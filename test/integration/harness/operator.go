@@ -81,8 +81,8 @@ type Operator struct {
 	topics protocol.Topics
 
 	mu        sync.Mutex
-	changed   chan struct{} // closed and replaced on every change
-	filters   []string      // subscriptions, restored on reconnect
+	changed   Notifier // wakes waitFor on every change
+	filters   []string // subscriptions, restored on reconnect
 	connected bool
 	losses    int // connections lost so far
 	results   map[string][]hostResult
@@ -103,7 +103,6 @@ func NewOperator(t testing.TB, brokerURL string, opts ...OperatorOption) *Operat
 	op := &Operator{
 		t:        t,
 		topics:   protocol.Topics{Prefix: o.prefix},
-		changed:  make(chan struct{}),
 		results:  make(map[string][]hostResult),
 		chunks:   make(map[string][]protocol.Chunk),
 		statuses: make(map[string][]protocol.Status),
@@ -160,10 +159,7 @@ func (o *Operator) close() {
 }
 
 // notifyLocked wakes every waiter. o.mu must be held.
-func (o *Operator) notifyLocked() {
-	close(o.changed)
-	o.changed = make(chan struct{})
-}
+func (o *Operator) notifyLocked() { o.changed.Notify() }
 
 // onConnect restores the subscriptions after a reconnect. paho runs it in
 // its own goroutine.
@@ -444,22 +440,7 @@ func truncate(b []byte) string {
 // waitFor waits until cond (called with o.mu held) is true or timeout
 // passes, waking on every received message or connection change.
 func (o *Operator) waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		o.mu.Lock()
-		ok := cond()
-		ch := o.changed
-		o.mu.Unlock()
-		if ok {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-deadline.C:
-			return false
-		}
-	}
+	return o.changed.Await(&o.mu, timeout, cond)
 }
 
 // finalLocked is the first final result of id from host ("" for any).
