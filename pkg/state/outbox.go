@@ -146,7 +146,24 @@ func (o *outboxIndex) remove(seq uint64) bool {
 	delete(o.live, seq)
 	o.count--
 	o.bytes -= mi.size
+	if mi.droppable && len(o.droppable) > 2*o.count+64 {
+		o.compactDroppable()
+	}
 	return true
+}
+
+// compactDroppable forgets the seqs of droppable messages that are no
+// longer live (acked), which would otherwise stay in o.droppable for good:
+// 8 bytes per droppable message ever stored (docs/soak.md). It runs when
+// at least half the slice is stale, so it costs O(1) per message.
+func (o *outboxIndex) compactDroppable() {
+	kept := make([]uint64, 0, o.count)
+	for _, seq := range o.droppable {
+		if _, ok := o.live[seq]; ok {
+			kept = append(kept, seq)
+		}
+	}
+	o.droppable = kept
 }
 
 // oldestDroppable pops the oldest live droppable seq.

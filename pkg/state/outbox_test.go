@@ -302,3 +302,46 @@ func TestDecodeBadValues(t *testing.T) {
 		}
 	}
 }
+
+// TestDroppableIndexForgetsAcked: the index of droppable messages does not
+// grow with every droppable message ever acked (it did, by 8 bytes each:
+// the soak test's anonymous memory slope, docs/soak.md), and still hands
+// out the oldest live one for eviction.
+func TestDroppableIndexForgetsAcked(t *testing.T) {
+	s := open(t, statePath(t), Options{NoSync: true})
+	if err := s.Push(Message{Topic: "oldest", Droppable: true}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Pending(1)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("pending: %v %v", first, err)
+	}
+	for range 50 {
+		msgs := make([]Message, 100)
+		for i := range msgs {
+			msgs[i] = Message{Topic: "t", Droppable: true}
+		}
+		if err := s.Push(msgs...); err != nil {
+			t.Fatal(err)
+		}
+		stored, err := s.Pending(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range stored[1:] { // all but the oldest
+			if err := s.Ack(m.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s.mu.Lock()
+	n, count := len(s.out.droppable), s.out.count
+	oldest, ok := s.out.oldestDroppable()
+	s.mu.Unlock()
+	if count != 1 || n > 2*count+64 {
+		t.Errorf("after 5000 droppable messages acked: %d live, %d in the droppable index; want 1 and at most %d", count, n, 2*count+64)
+	}
+	if !ok || oldest != first[0].Seq {
+		t.Errorf("oldest droppable: %d %v, want %d", oldest, ok, first[0].Seq)
+	}
+}
