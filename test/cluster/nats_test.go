@@ -91,6 +91,24 @@ func waitConnectedTo(t *testing.T, node *harness.NATS, host string, timeout time
 	}
 }
 
+// nodeOf waits until one of nodes lists host among its MQTT clients and
+// returns that node's index.
+func nodeOf(t *testing.T, nodes []*harness.NATS, host string, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for i, n := range nodes {
+			if ids, err := n.MQTTClients(); err == nil && slices.Contains(ids, host) {
+				return i
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is connected to no node within %v", host, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // warmMQTT connects a throwaway MQTT client (clean session) to each node
 // until one is accepted. The first MQTT client of an account makes a node
 // create or look up the MQTT streams; on a cluster that has just formed
@@ -259,7 +277,18 @@ func TestNATSClusterFailover(t *testing.T) {
 	pub := newPublisher(t, url(2), nil)
 	stA := op.WaitStatus(t, hostA, online(0), wait)
 	stB := op.WaitStatus(t, hostB, online(0), wait)
-	waitConnectedTo(t, nodes[0], hostA, wait)
+	// A node still setting up its MQTT streams can refuse a CONNECT
+	// (warmMQTT makes it rare): an agent then fails over to its next URL.
+	// The test wants A on node1; a restart makes it start again from its
+	// first URL (bounded).
+	for attempt := 1; nodeOf(t, nodes, hostA, wait) != 0; attempt++ {
+		if attempt > 3 {
+			t.Fatalf("%s is not on node1 (its first URL) after %d restarts", hostA, attempt-1)
+		}
+		t.Logf("%s started on another node than node1; restarting it (%d)", hostA, attempt)
+		a.Restart()
+		stA = op.WaitStatus(t, hostA, online(stA.Session), wait)
+	}
 	waitConnectedTo(t, nodes[1], hostB, wait)
 
 	// A broadcast reaches both agents, over three nodes.
