@@ -201,23 +201,10 @@ func (p *publisher) connect() error {
 // topic its target names, retrying until timeout; it returns the id.
 func (p *publisher) send(cmd protocol.Command, timeout time.Duration) string {
 	p.t.Helper()
-	if cmd.V == 0 {
-		cmd.V = protocol.Version
-	}
-	if cmd.ID == "" {
-		cmd.ID = harness.NewID()
-	}
-	if cmd.IssuedAt.IsZero() {
-		cmd.IssuedAt = protocol.Now()
-	}
-	var topic string
-	switch {
-	case cmd.Target == "all":
-		topic = p.topics.AllCmd()
-	case strings.HasPrefix(cmd.Target, "host:"):
-		topic = p.topics.HostCmd(strings.TrimPrefix(cmd.Target, "host:"))
-	default:
-		p.t.Fatalf("publisher: target %q", cmd.Target)
+	harness.Fill(&cmd)
+	topic, err := harness.CmdTopic(p.topics, cmd.Target)
+	if err != nil {
+		p.t.Fatalf("publisher: %v", err)
 	}
 	b, err := json.Marshal(cmd)
 	if err != nil {

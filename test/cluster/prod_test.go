@@ -20,25 +20,10 @@ import (
 	"github.com/mqagent/mqagent/test/integration/harness"
 )
 
-// requireTool returns the path of a command the test needs; without it
-// the test skips, or fails when CI=true (as harness.RequireNATS).
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %s not found: %v", name, err)
-	}
-	t.Skipf("skipping: %s not found: %v", name, err)
-	return ""
-}
-
 // runScript runs a shipped script of broker-config/nats/prod in dir.
 func runScript(t *testing.T, dir, script string, args ...string) {
 	t.Helper()
-	bash := requireTool(t, "bash")
+	bash := harness.RequireTool(t, "bash", "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bash, append([]string{filepath.Join(natsDir(t), "prod", script)}, args...)...)
@@ -126,7 +111,7 @@ func (c *prodCluster) tlsFor(cert *harness.CertPair) *tls.Config { return c.flee
 
 func startProdCluster(t *testing.T, hosts []string, usersArgs ...string) *prodCluster {
 	t.Helper()
-	requireTool(t, "openssl")
+	harness.RequireTool(t, "openssl", "apt-get install -y openssl")
 	files := t.TempDir()
 	c := &prodCluster{fleet: harness.NewPKI(t, "fleet CA"), opCA: harness.NewPKI(t, "operator CA")}
 	broker := c.fleet.Server("127.0.0.1")
@@ -403,7 +388,7 @@ func TestRewriteProd(t *testing.T) {
 // that are reserved, and in strict mode grants each host its own groups
 // only.
 func TestGenUsers(t *testing.T) {
-	bash := requireTool(t, "bash")
+	bash := harness.RequireTool(t, "bash", "")
 	run := func(args ...string) (string, error) {
 		dir := t.TempDir()
 		cmd := exec.Command(bash, append([]string{filepath.Join(natsDir(t), "prod", "gen-users.sh"), "-f", filepath.Join(dir, "users.conf")}, args...)...)

@@ -61,15 +61,7 @@ func secSign(cmd protocol.Command, kid string, key ed25519.PrivateKey) (string, 
 
 // secMarshal fills in cmd and returns its JSON.
 func secMarshal(cmd *protocol.Command) []byte {
-	if cmd.V == 0 {
-		cmd.V = protocol.Version
-	}
-	if cmd.ID == "" {
-		cmd.ID = harness.NewID()
-	}
-	if cmd.IssuedAt.IsZero() {
-		cmd.IssuedAt = protocol.Now()
-	}
+	harness.Fill(cmd)
 	b, _ := json.Marshal(cmd) // our own types cannot fail to marshal
 	return b
 }

@@ -260,26 +260,11 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
-// requireTool returns the path of a command the test needs; without it
-// the test skips, or fails when CI=true (as harness.RequireMosquitto).
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := osexec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %s not found: %v", name, err)
-	}
-	t.Skipf("skipping: %s not found: %v", name, err)
-	return ""
-}
-
 // genCerts runs broker-config/mosquitto/gen-certs.sh with -d dir and args.
 func genCerts(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
-	bash := requireTool(t, "bash")
-	requireTool(t, "openssl")
+	bash := harness.RequireTool(t, "bash", "")
+	harness.RequireTool(t, "openssl", "apt-get install -y openssl")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := osexec.CommandContext(ctx, bash, append([]string{filepath.Join(shippedDir(t), "gen-certs.sh"), "-d", dir}, args...)...)

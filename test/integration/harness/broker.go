@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -208,34 +207,11 @@ type Mosquitto struct {
 // Dir is the directory holding mosquitto.conf and the persistence file.
 func (m *Mosquitto) Dir() string { return m.dir }
 
-// mosquittoPath finds the mosquitto binary: PATH first, then the Debian
-// location /usr/sbin (not on a normal user's PATH).
-func mosquittoPath() (string, error) {
-	if p, err := exec.LookPath("mosquitto"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
-		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", errors.New("mosquitto not found on PATH nor in /usr/sbin (apt-get install -y mosquitto)")
-}
-
-// RequireMosquitto returns the path of the mosquitto binary. When there is
-// none it skips the test, or fails it when the environment variable CI is
-// "true" (CI must not silently skip the integration tests).
+// RequireMosquitto returns the path of the mosquitto binary, or skips
+// the test (fails it under CI=true): see RequireTool.
 func RequireMosquitto(t testing.TB) string {
 	t.Helper()
-	p, err := mosquittoPath()
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %v", err)
-	}
-	t.Skipf("skipping: %v", err)
-	return ""
+	return RequireTool(t, "mosquitto", "apt-get install -y mosquitto")
 }
 
 // StartMosquitto starts a Mosquitto for the test (see RequireMosquitto for

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -115,34 +114,11 @@ func (n *NATS) MQTTClients() ([]string, error) {
 	return ids, nil
 }
 
-// natsPath finds nats-server: PATH first, then the Debian location
-// /usr/sbin (not on a normal user's PATH).
-func natsPath() (string, error) {
-	if p, err := exec.LookPath("nats-server"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/nats-server", "/usr/local/sbin/nats-server", "/usr/local/bin/nats-server"} {
-		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", errors.New("nats-server not found on PATH nor in /usr/sbin (apt-get install -y nats-server)")
-}
-
-// RequireNATS returns the path of the nats-server binary. When there is
-// none it skips the test, or fails it when the environment variable CI is
-// "true" (as RequireMosquitto).
+// RequireNATS returns the path of the nats-server binary, or skips the
+// test (fails it under CI=true): see RequireTool.
 func RequireNATS(t testing.TB) string {
 	t.Helper()
-	p, err := natsPath()
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %v", err)
-	}
-	t.Skipf("skipping: %v", err)
-	return ""
+	return RequireTool(t, "nats-server", "apt-get install -y nats-server")
 }
 
 // StartNATSCluster starts an n-node nats-server cluster on free loopback

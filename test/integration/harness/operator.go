@@ -249,20 +249,24 @@ func (o *Operator) WatchStatus(host string) { o.t.Helper(); o.Watch(o.topics.Sta
 func (o *Operator) WatchAudit(host string) { o.t.Helper(); o.Watch(o.topics.Audit(host)) }
 
 // topicFor is the command topic for a target value.
-func (o *Operator) topicFor(target string) (string, error) {
+func (o *Operator) topicFor(target string) (string, error) { return CmdTopic(o.topics, target) }
+
+// CmdTopic is the command topic a target value (host:ID, group:NAME or
+// all) names under topics.
+func CmdTopic(topics protocol.Topics, target string) (string, error) {
 	switch {
 	case target == "all":
-		return o.topics.AllCmd(), nil
+		return topics.AllCmd(), nil
 	case strings.HasPrefix(target, "host:"):
-		return o.topics.HostCmd(strings.TrimPrefix(target, "host:")), nil
+		return topics.HostCmd(strings.TrimPrefix(target, "host:")), nil
 	case strings.HasPrefix(target, "group:"):
-		return o.topics.GroupCmd(strings.TrimPrefix(target, "group:")), nil
+		return topics.GroupCmd(strings.TrimPrefix(target, "group:")), nil
 	}
 	return "", fmt.Errorf("target %q is not host:ID, group:NAME or all", target)
 }
 
-// fill sets the fields a test usually leaves out: v, id and issued_at.
-func fill(cmd *protocol.Command) {
+// Fill sets the fields a test usually leaves out: v, id and issued_at.
+func Fill(cmd *protocol.Command) {
 	if cmd.V == 0 {
 		cmd.V = protocol.Version
 	}
@@ -289,7 +293,7 @@ func (o *Operator) Send(cmd protocol.Command) string {
 // SendTo is Send on an explicit topic, e.g. to test a target mismatch.
 func (o *Operator) SendTo(topic string, cmd protocol.Command) string {
 	o.t.Helper()
-	fill(&cmd)
+	Fill(&cmd)
 	b, err := json.Marshal(cmd)
 	if err != nil {
 		o.t.Fatalf("operator: send: %v", err)
@@ -308,7 +312,7 @@ func (o *Operator) SendSigned(cmd protocol.Command, kid string, key ed25519.Priv
 	if err != nil {
 		o.t.Fatalf("operator: send: %v", err)
 	}
-	fill(&cmd)
+	Fill(&cmd)
 	b, err := json.Marshal(cmd)
 	if err != nil {
 		o.t.Fatalf("operator: send: %v", err)
