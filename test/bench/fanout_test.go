@@ -241,9 +241,9 @@ func runPhase(b *testing.B, bin string, top topology, mode swarm.Mode, n, rounds
 		if !res.Complete() {
 			b.Fatalf("%s n=%d round %d incomplete: %s; missing e.g. %v", mode, n, r, res, res.Missing)
 		}
-		// Let the rest of the round (audit records after the results)
-		// drain before the next broadcast; it is counted in the CPU.
-		time.Sleep(time.Second)
+		// The rest of the round (the audit records after the results)
+		// drains before the next broadcast; it is counted in the CPU.
+		drained(b, procs, time.Minute)
 		if r > 0 { // round 0 warms up
 			ph.first = append(ph.first, res.First)
 			ph.p50 = append(ph.p50, res.P50)
@@ -357,6 +357,30 @@ func measure(b *testing.B, bin string, n, rounds int, names []string, top func()
 // BenchmarkFanout is the fan-out through one Mosquitto at each size of
 // MQAGENT_FANOUT_SIZES (default 1000), for the phases raw, agent and
 // agent1 (MQAGENT_FANOUT_PHASES).
+// drained waits until no simulated host has a message left in its outbox
+// (every one acknowledged by the broker), polling each process's stats.
+func drained(b *testing.B, procs []*swarm.Proc, timeout time.Duration) {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		left := 0
+		for _, p := range procs {
+			st, err := p.Stats(false, timeout)
+			if err != nil {
+				b.Fatal(err)
+			}
+			left += st.Outbox
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d messages still in the simulated hosts' outboxes after %v", left, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func BenchmarkFanout(b *testing.B) {
 	bin := fanoutPreflight(b)
 	sizes := fanoutEnv(b, "MQAGENT_FANOUT_SIZES", []int{1000})
