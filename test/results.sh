@@ -66,90 +66,75 @@ test_logs() {
 		/^--- (PASS|FAIL|SKIP)/ { printf "- %s %s %s\n", $2, $3, $4 }' "$1"
 }
 
-# Each section prints its markdown on stdout; $log is a scratch file.
-section_agent() {
-	local cmd="go test -run '^\$' -bench 'PingRoundTrip|ExecTrueRoundTrip|PingThroughput|IdleRSS|TelemetryFootprint' -timeout 30m ./test/bench"
-	echo "## One agent: latency, throughput, footprint"
+# rows FILE: the markdown table rows and bullets a script printed.
+rows() { grep -E '^(\||- )' "$1"; }
+
+# measure TITLE FORMAT CMD DESCRIPTION: a section's markdown on stdout:
+# its title, the command and what it measures, then the command's output
+# (kept in $log, a scratch file) through FORMAT (bench_table, test_logs or
+# rows).
+measure() {
+	local title="$1" format="$2" cmd="$3" desc="$4"
+	echo "## $title"
 	echo
-	echo "\`$cmd\` — round trips are operator → Mosquitto → agent → operator with the raw MQTT round trip of the same run; the footprint is the agent with metrics every 10 s, after 150 s of settling, over 60 s."
+	echo "\`$cmd\` — $desc"
 	echo
 	eval "$cmd" >"$log" 2>&1 || return 1
-	bench_table "$log"
+	"$format" "$log"
+}
+
+section_agent() {
+	measure "One agent: latency, throughput, footprint" bench_table \
+		"go test -run '^\$' -bench 'PingRoundTrip|ExecTrueRoundTrip|PingThroughput|IdleRSS|TelemetryFootprint' -timeout 30m ./test/bench" \
+		"round trips are operator → Mosquitto → agent → operator with the raw MQTT round trip of the same run; the footprint is the agent with metrics every 10 s, after 150 s of settling, over 60 s."
 }
 
 section_dashboard() {
-	local cmd="go test -run '^\$' -bench Dashboard10k -benchtime 1x -timeout 10m ./test/bench"
-	echo "## The dashboard with 10,000 hosts"
-	echo
-	echo "\`$cmd\` — headless Chromium; latency is from a status message to the page's DOM (docs/dashboard.md)."
-	echo
-	eval "$cmd" >"$log" 2>&1 || return 1
-	bench_table "$log"
+	measure "The dashboard with 10,000 hosts" bench_table \
+		"go test -run '^\$' -bench Dashboard10k -benchtime 1x -timeout 10m ./test/bench" \
+		"headless Chromium; latency is from a status message to the page's DOM (docs/dashboard.md)."
 }
 
 section_fanout() {
-	echo "## Fan-out: a signed ping to 1,000 / 5,000 / 10,000 hosts through one Mosquitto"
-	echo
-	echo "\`test/bench/fanout.sh\` — method and what a simulated host shares in docs/scale.md. Times from the publish; medians of 5 rounds after a warm-up."
-	echo
-	test/bench/fanout.sh >"$log" 2>&1 || return 1
-	grep '^|' "$log"
+	measure "Fan-out: a signed ping to 1,000 / 5,000 / 10,000 hosts through one Mosquitto" rows \
+		"test/bench/fanout.sh" \
+		"method and what a simulated host shares in docs/scale.md. Times from the publish; medians of 5 rounds after a warm-up."
 }
 
 section_moonshot() {
-	echo "## Moonshot: 50,000 hosts over a clustered broker"
-	echo
-	echo "\`CLUSTER=50000 CLUSTER_PHASES=raw,agent1 test/bench/fanout.sh none\` — a root Mosquitto and 3 bridged leaves, 3 simulator processes, the operator on the root (docs/scale.md). Choria's published figure: ~16 s for an RPC to 50,000 nodes."
-	echo
-	CLUSTER=50000 CLUSTER_PHASES=raw,agent1 test/bench/fanout.sh none >"$log" 2>&1 || return 1
-	grep '^|' "$log"
+	measure "Moonshot: 50,000 hosts over a clustered broker" rows \
+		"CLUSTER=50000 CLUSTER_PHASES=raw,agent1 test/bench/fanout.sh none" \
+		"a root Mosquitto and 3 bridged leaves, 3 simulator processes, the operator on the root (docs/scale.md). Choria's published figure: ~16 s for an RPC to 50,000 nodes."
 }
 
 section_storm() {
-	echo "## Reconnect storm: 10,000 hosts, broker restarted"
-	echo
-	echo "\`MQAGENT_SWARM_BIG=1 go test -count=1 -run TestReconnectStorm -v -timeout 30m ./test/swarm\` — time from the broker accepting connections again to each host's retained status online with a new session."
-	echo
-	MQAGENT_SWARM_BIG=1 go test -count=1 -run TestReconnectStorm -v -timeout 30m ./test/swarm >"$log" 2>&1 || return 1
-	test_logs "$log"
+	measure "Reconnect storm: 10,000 hosts, broker restarted" test_logs \
+		"MQAGENT_SWARM_BIG=1 go test -count=1 -run TestReconnectStorm -v -timeout 30m ./test/swarm" \
+		"time from the broker accepting connections again to each host's retained status online with a new session."
 }
 
 section_faults() {
-	local cmd="MQAGENT_FAULT_LONG=1 go test -count=1 -race -p 1 -v -timeout 20m ./test/fault"
-	echo "## Faults: broker restart and kill -9, agent kill -9, partition, slow broker"
-	echo
-	echo "\`$cmd\` — what each test proves: docs/faults.md."
-	echo
-	eval "$cmd" >"$log" 2>&1 || return 1
-	test_logs "$log"
+	measure "Faults: broker restart and kill -9, agent kill -9, partition, slow broker" test_logs \
+		"MQAGENT_FAULT_LONG=1 go test -count=1 -race -p 1 -v -timeout 20m ./test/fault" \
+		"what each test proves: docs/faults.md."
 }
 
 section_cluster() {
-	local cmd="go test -count=5 -race -v -timeout 15m ./test/cluster"
-	echo "## A 3-node NATS cluster: failover"
-	echo
-	echo "\`$cmd\` — real nats-server nodes and agents on loopback (docs/cluster.md)."
-	echo
-	eval "$cmd" >"$log" 2>&1 || return 1
-	test_logs "$log"
+	measure "A 3-node NATS cluster: failover" test_logs \
+		"go test -count=5 -race -v -timeout 15m ./test/cluster" \
+		"real nats-server nodes and agents on loopback (docs/cluster.md)."
 }
 
 section_soak() {
-	echo "## Soak: 30 minutes of metrics and commands against one agent"
-	echo
-	echo "\`DURATION=30m test/bench/soak.sh\` (docs/soak.md)."
-	echo
-	DURATION="${SOAK_DURATION:-30m}" test/bench/soak.sh >"$log" 2>&1 || return 1
-	grep -E '^(\||- )' "$log"
+	measure "Soak: 30 minutes of metrics and commands against one agent" rows \
+		"DURATION=${SOAK_DURATION:-30m} test/bench/soak.sh" \
+		"docs/soak.md."
 }
 
 section_fuzz() {
-	echo "## Fuzzing the decoders exposed to the network"
-	echo
-	echo "\`FUZZTIME=10m test/fuzz/fuzz.sh\` (one fuzzing worker per target, one target at a time) — no crash means no panic and every property the fuzz target checks held (see each target's doc comment)."
-	echo
-	FUZZTIME="${FUZZTIME:-10m}" test/fuzz/fuzz.sh >"$log" 2>&1 || return 1
-	grep '^|' "$log"
+	measure "Fuzzing the decoders exposed to the network" rows \
+		"FUZZTIME=${FUZZTIME:-10m} test/fuzz/fuzz.sh" \
+		"one fuzzing worker per target, one target at a time; no crash means no panic and every property the fuzz target checks held (see each target's doc comment)."
 }
 
 # headline: the key figures, read back from the section files (a missing
