@@ -94,20 +94,9 @@ check_id() { # what value
 declare -A host_groups=()
 group_hosts=()
 if [[ -n $groups_file ]]; then
-	[[ -r $groups_file ]] || die "-G: cannot read $groups_file"
-	lineno=0
-	while IFS= read -r line || [[ -n $line ]]; do
-		lineno=$((lineno + 1))
-		line=${line%%#*}
-		read -r -a words <<<"$line"
-		((${#words[@]} == 0)) && continue
-		h=${words[0]}
-		check_id "host id" "$h"
-		for g in "${words[@]:1}"; do check_id "group" "$g"; done
-		[[ -n ${host_groups[$h]+x} ]] && die "$groups_file:$lineno: host $h listed twice"
-		host_groups[$h]="${words[*]:1}"
-		group_hosts+=("$h")
-	done <"$groups_file"
+	# shellcheck source=../lib/groups.sh
+	source "$(dirname "${BASH_SOURCE[0]}")/../lib/groups.sh"
+	read_groups "$groups_file"
 	hosts+=("${group_hosts[@]}")
 fi
 for h in "${hosts[@]}"; do check_id "host id" "$h"; done
